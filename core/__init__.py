@@ -1,0 +1,1 @@
+"""SpurAudit core engine."""

@@ -1,0 +1,149 @@
+"""`python -m core ...`: the headless face of SpurAudit.
+
+Each area of the engine registers its subcommands from a module in `core/commands/` (one
+``register(subparsers, common)`` function each). Every command accepts ``--workspace DIR``
+(default ``$SPURAUDIT_WORKSPACE``, else ``./workspace``) and ``--json`` (print exactly one JSON
+object with the result on stdout, nothing else). Progress bars go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from core.errors import SpurAuditError
+from core.progress import ProgressFn
+
+# Order is the order shown in --help.
+COMMAND_MODULES = ["demo", "data", "model", "extract", "audit", "concepts", "mitigate", "rare", "jobs"]
+
+
+def default_workspace() -> Path:
+    return Path(os.environ.get("SPURAUDIT_WORKSPACE", "workspace"))
+
+
+@dataclass
+class CommandContext:
+    """What a command handler gets: parsed args, the workspace, progress and output helpers."""
+
+    args: argparse.Namespace
+    as_json: bool
+    workspace_dir: Path
+    _workspace: Any = field(default=None, repr=False)
+    _bars: list = field(default_factory=list, repr=False)
+
+    def workspace(self):
+        """The `core.workspace.Workspace` named by ``--workspace`` (created if missing)."""
+        if self._workspace is None:
+            from core.workspace import Workspace
+
+            self._workspace = Workspace(self.workspace_dir)
+        return self._workspace
+
+    def progress(self, description: str = "") -> ProgressFn:
+        """A progress callback drawing a tqdm bar on stderr (silent when stderr is not a TTY
+        and --json is set, so machine output stays clean)."""
+        from tqdm.auto import tqdm
+
+        disable = self.as_json and not sys.stderr.isatty()
+        bar = tqdm(total=1000, desc=description, disable=disable, file=sys.stderr,
+                   bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+        self._bars.append(bar)
+
+        def report(fraction: float, message: str = "") -> None:
+            target = int(round(min(max(fraction, 0.0), 1.0) * 1000))
+            if target > bar.n:
+                bar.update(target - bar.n)
+            if message:
+                bar.set_postfix_str(message[:60], refresh=False)
+
+        return report
+
+    def close_bars(self) -> None:
+        for bar in self._bars:
+            bar.close()
+        self._bars.clear()
+
+    def emit(self, result: dict, text: str | None = None) -> None:
+        """Print ``result`` as one JSON object (``--json``) or ``text`` (default: pretty JSON)."""
+        self.close_bars()
+        if self.as_json:
+            print(json.dumps(result, default=_json_default))
+        else:
+            print(text if text is not None else json.dumps(result, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(value)
+    return str(value)
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """Options every command takes; pass as ``parents=[common]`` to each subparser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--workspace", type=Path, default=None,
+                        help="workspace folder (default: $SPURAUDIT_WORKSPACE or ./workspace)")
+    common.add_argument("--json", action="store_true", help="print one JSON object with the result")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_parser()
+    parser = argparse.ArgumentParser(
+        prog="python -m core",
+        description="SpurAudit: audit image classifiers for spurious correlations and remove them.",
+        parents=[common],
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"core.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"core.commands.{name}":
+                continue
+            raise
+        module.register(subparsers, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[CommandContext], int | None] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 0 if args.command is None else 2
+    ctx = CommandContext(args=args, as_json=bool(args.json),
+                         workspace_dir=Path(args.workspace) if args.workspace else default_workspace())
+    try:
+        code = handler(ctx)
+    except SpurAuditError as exc:
+        ctx.close_bars()
+        if ctx.as_json:
+            print(json.dumps({"error": str(exc)}))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        ctx.close_bars()
+        print("interrupted", file=sys.stderr)
+        return 130
+    ctx.close_bars()
+    return int(code or 0)
