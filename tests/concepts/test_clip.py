@@ -1,0 +1,72 @@
+"""CLIP concept scores. Random-init weights (no download here): these tests check the code path,
+shapes, normalisation and the maths built on top, not CLIP's semantics."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core.concepts.clip import ClipConfig, ClipScorer, concept_spuriosity, suggest_feature_labels
+from core.errors import SpurAuditError
+
+TINY = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory):
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("clipcfg")
+    (folder / "spuraudit-tiny-clip.json").write_text(json.dumps(TINY))
+    open_clip.add_model_config(folder)
+    torch.manual_seed(0)
+    return ClipScorer(ClipConfig(model_name="spuraudit-tiny-clip", pretrained=None), device="cpu")
+
+
+def test_scores_are_cosines_with_shapes(scorer):
+    images = torch.rand(5, 3, 28, 28)
+    s = scorer.concept_scores(images, ["water", "grass"])
+    assert s.shape == (5, 2) and s.dtype == np.float32
+    assert np.all(np.abs(s) <= 1.0 + 1e-5)
+    emb = scorer.embed_images(images)
+    assert torch.allclose(emb.norm(dim=1), torch.ones(5), atol=1e-5)
+    # deterministic
+    assert np.array_equal(s, scorer.concept_scores(images, ["water", "grass"]))
+
+
+def test_empty_concept_is_rejected(scorer):
+    with pytest.raises(SpurAuditError, match="non-empty"):
+        scorer.embed_texts(["water", " "])
+
+
+def test_unknown_architecture_is_a_clear_error():
+    with pytest.raises(SpurAuditError, match="unknown CLIP architecture"):
+        ClipScorer(ClipConfig(model_name="ViT-Nope", pretrained=None), device="cpu")
+
+
+def test_missing_weights_file_is_a_clear_error():
+    with pytest.raises(SpurAuditError, match="does not exist"):
+        ClipScorer(ClipConfig(model_name="ViT-B-32", pretrained="/nonexistent/clip.pt"), device="cpu")
+
+
+def test_concept_spuriosity_z_scores_within_class():
+    scores = np.array([[0.1, 0.0], [0.3, 0.0], [0.5, 0.2], [0.9, 0.2]])
+    labels = np.array([0, 0, 1, 1])
+    z = concept_spuriosity(scores, labels, spurious=[0])
+    assert z.tolist() == pytest.approx([-1, 1, -1, 1])
+    z2 = concept_spuriosity(scores, labels, spurious=[0], core=[1])
+    assert z2.tolist() == pytest.approx([-1, 1, -1, 1])
+    with pytest.raises(SpurAuditError):
+        concept_spuriosity(scores, labels, spurious=[])
+
+
+def test_suggestions_rows(scorer):
+    rows = suggest_feature_labels(scorer, {(0, 3): torch.rand(2, 3, 32, 32), (1, 7): torch.rand(2, 3, 32, 32)},
+                                  class_names=["cat", "dog"], concepts=["grass"])
+    assert [(r["class_index"], r["feature"], r["source"]) for r in rows] == [(0, 3, "clip"), (1, 7, "clip")]
+    assert all(r["answer"] in {"core", "spurious_background"} for r in rows)
+    assert all((r["score"] > 0) == (r["answer"] == "spurious_background") for r in rows)
