@@ -96,12 +96,17 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def common_parser() -> argparse.ArgumentParser:
-    """Options every command takes; pass as ``parents=[common]`` to each subparser."""
+def common_parser(*, suppress_defaults: bool = True) -> argparse.ArgumentParser:
+    """Options every command takes; pass as ``parents=[common]`` to each subparser.
+
+    In subparsers the defaults are suppressed, so ``--json``/``--workspace`` given before the
+    command (``python -m core --json dataset list``) are not reset by the subcommand's defaults.
+    """
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--workspace", type=Path, default=None,
+    common.add_argument("--workspace", type=Path, default=argparse.SUPPRESS if suppress_defaults else None,
                         help="workspace folder (default: $SPURAUDIT_WORKSPACE or ./workspace)")
-    common.add_argument("--json", action="store_true", help="print one JSON object with the result")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress_defaults else False,
+                        help="print one JSON object with the result")
     return common
 
 
@@ -110,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m core",
         description="SpurAudit: audit image classifiers for spurious correlations and remove them.",
-        parents=[common],
+        parents=[common_parser(suppress_defaults=False)],
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

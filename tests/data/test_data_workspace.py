@@ -1,0 +1,155 @@
+"""Workspace-facing dataset functions and the `python -m core dataset ...` CLI (in-process)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from core.cli import main
+from core.data import add_dataset_from, build_dataset, load_manifest
+from core.errors import SpurAuditError
+from core.workspace import Workspace
+
+torch.set_num_threads(1)
+SMALL = dict(n_train=100, n_val=20, n_test=20)
+
+
+def _cli(capsys, *argv) -> tuple[int, dict]:
+    code = main(list(argv) + ["--json"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1, out  # exactly one JSON object on stdout
+    return code, json.loads(out[0])
+
+
+def test_build_dataset_registers_and_caches(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    seen = []
+    rec = build_dataset(ws, "colored-mnist", "cm", seed=0, conflict=0.05,
+                        progress=lambda f, m: seen.append(f), **SMALL)
+    assert rec.root == ws.path("datasets/cm") and rec.manifest_path == ws.path("datasets/cm/manifest.parquet")
+    assert rec.source == "colored-mnist" and rec.bias_columns == ["bias"]
+    assert rec.params["conflict_fraction"]["train"] == pytest.approx(0.05)
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+    assert not [p for p in ws.path("datasets").iterdir() if p.name.startswith(".")]  # no temp folders left
+    m = load_manifest(ws, "cm")
+    assert len(m) == 140 and m.attrs["kind"] == "colored-mnist"
+    tr = m.split("train")
+    x1, y1 = tr.load_tensors()
+    cached = list(ws.path("datasets/cm/cache").glob("tensors-*.npy"))
+    assert len(cached) == 1
+    # a cached second call returns the same tensors without decoding the PNGs
+    (ws.path("datasets/cm") / tr.df["path"].iat[0]).unlink()
+    x2, y2 = load_manifest(ws, "cm").split("train").load_tensors()
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and x1.shape == (100, 3, 28, 28)
+    with pytest.raises(SpurAuditError, match="already exists"):
+        build_dataset(ws, "colored-mnist", "cm", **SMALL)
+    rec2 = build_dataset(ws, "biased-mnist", "cm", replace=True, rho=0.9, **SMALL)
+    assert rec2.source == "biased-mnist"
+    assert not ws.path("datasets/cm/cache").exists()  # replaced folder: old cache gone
+    assert load_manifest(ws, "cm").attrs["kind"] == "biased-mnist"
+
+
+def test_failed_build_leaves_nothing(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(SpurAuditError):
+        build_dataset(ws, "colored-mnist", "bad", conflict=2.0, **SMALL)
+    assert not ws.has_dataset("bad")
+    assert not ws.path("datasets/bad").exists()
+    assert not [p for p in ws.path("datasets").iterdir() if p.name.startswith(".tmp")]
+    with pytest.raises(SpurAuditError, match="valid choices"):
+        build_dataset(ws, "svhn", "x")
+    with pytest.raises(SpurAuditError, match=r"does not take option\(s\) \['rho'\].*conflict, sigma"):
+        build_dataset(ws, "colored-mnist", "x", rho=0.9)
+    with pytest.raises(SpurAuditError, match=r"\['label_col'\].*target, bias_attr"):
+        add_dataset_from(ws, "x", "celeba", tmp_path, label_col="y")
+
+
+def _folder_with_bad(root: Path) -> None:
+    for c in ("a", "b"):
+        for i in range(6):
+            (root / c).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((5, 5, 3), i, np.uint8)).save(root / c / f"{i}.png")
+    (root / "b" / "2.png").write_bytes(b"junk")
+
+
+def test_add_dataset_from_with_skipped(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    data = tmp_path / "folder"
+    _folder_with_bad(data)
+    with pytest.raises(SpurAuditError, match=r"b/2\.png"):
+        add_dataset_from(ws, "f", "imagefolder", data)
+    assert not ws.has_dataset("f")
+    rec = add_dataset_from(ws, "f", "imagefolder", data, skip_bad=True, seed=3)
+    assert rec.root == data.resolve() and rec.params["skipped"] == 1 and rec.class_names == ["a", "b"]
+    skipped = pd.read_csv(ws.path("datasets/f/skipped.csv"))
+    assert skipped["path"].tolist() == ["b/2.png"] and "unreadable" in skipped["reason"].iat[0]
+    m = load_manifest(ws, "f")
+    assert len(m) == 11 and m.root == data.resolve()
+    assert m.to_dataset()[0][0].shape == (3, 5, 5)
+
+
+def test_cli_build_show_list(tmp_path, capsys):
+    ws = str(tmp_path / "ws")
+    code, out = _cli(capsys, "dataset", "build", "colored-mnist", "--name", "c1", "--conflict", "0.02",
+                     "--n-train", "150", "--n-val", "20", "--n-test", "20", "--seed", "1", "--workspace", ws)
+    assert code == 0 and out["name"] == "c1" and out["splits"] == {"train": 150, "val": 20, "test": 20}
+    assert out["conflict_fraction"]["train"] == pytest.approx(3 / 150)
+    code, out = _cli(capsys, "dataset", "build", "biased-mnist", "--name", "b1", "--conflict", "0.1",
+                     "--n-train", "100", "--n-val", "20", "--n-test", "20", "--workspace", ws)
+    assert code == 0 and out["params"]["rho"] == pytest.approx(0.9)
+    code, out = _cli(capsys, "dataset", "build", "multi-color-mnist", "--name", "m1", "--rho-left", "0.9",
+                     "--n-train", "100", "--n-val", "20", "--n-test", "20", "--workspace", ws)
+    assert code == 0 and out["bias_columns"] == ["bias_left", "bias_right"]
+    assert out["conflict_fraction_by_bias"]["bias_left"]["train"] == pytest.approx(0.1)
+    assert out["conflict_fraction_by_bias"]["bias_right"]["train"] == pytest.approx(0.05)
+    code, out = _cli(capsys, "dataset", "show", "m1", "--workspace", ws)
+    assert out["summary"]["splits"]["train"]["conflict_fraction_by_bias"] == {
+        "bias_left": pytest.approx(0.1), "bias_right": pytest.approx(0.05)}
+    code, out = _cli(capsys, "dataset", "show", "c1", "--workspace", ws)
+    assert code == 0 and out["summary"]["splits"]["train"]["conflicting"] == 3
+    code, out = _cli(capsys, "dataset", "list", "--workspace", ws)
+    assert [d["name"] for d in out["datasets"]] == ["b1", "c1", "m1"]
+    # user errors: exit 2 with a JSON error object
+    code, out = _cli(capsys, "dataset", "build", "multi-color-mnist", "--name", "m2", "--conflict", "0.1",
+                     "--workspace", ws)
+    assert code == 2 and "--rho-left" in out["error"]
+    code, out = _cli(capsys, "dataset", "build", "colored-mnist", "--name", "c2", "--sigma", "0.01",
+                     "--rho-left", "0.5", "--workspace", ws)
+    assert code == 2 and "--rho-left does not apply" in out["error"]
+    code, out = _cli(capsys, "dataset", "show", "nope", "--workspace", ws)
+    assert code == 2 and "c1" in out["error"]
+
+
+def test_cli_add_csv_and_errors(tmp_path, capsys):
+    ws = str(tmp_path / "ws")
+    data = tmp_path / "csvdata"
+    rows = []
+    for i in range(10):
+        (data / "im").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((4, 4, 3), i, np.uint8)).save(data / "im" / f"{i}.png")
+        rows.append({"file": f"im/{i}.png", "cls": i % 2, "attr": (i // 2) % 2, "part": i % 3})
+    rows.append({"file": "im/lost.png", "cls": 0, "attr": 0, "part": 0})
+    pd.DataFrame(rows).to_csv(data / "meta.csv", index=False)
+    args = ["dataset", "add", "mine", "--from", "csv", str(data / "meta.csv"), "--path-col", "file",
+            "--label-col", "cls", "--bias-col", "attr", "--split-col", "part", "--workspace", ws]
+    code, out = _cli(capsys, *args)
+    assert code == 2 and "im/lost.png (missing image file)" in out["error"] and "--skip-bad" in out["error"]
+    code, out = _cli(capsys, *args, "--skip-bad")
+    assert code == 0 and out["n"] == 10 and out["skipped"] == 1 and out["skipped_csv"].endswith("skipped.csv")
+    assert out["bias_columns"] == ["bias"] and out["splits"] == {"train": 4, "val": 3, "test": 3}
+    code, out = _cli(capsys, "dataset", "add", "x", "--from", "csv", str(data / "meta.csv"), "--workspace", ws)
+    assert code == 2 and "no column(s)" in out["error"] and "'file'" in out["error"]
+    code, out = _cli(capsys, "dataset", "add", "y", "--from", "waterbirds", str(data), "--label-col", "cls",
+                     "--workspace", ws)
+    assert code == 2 and "--label-col does not apply" in out["error"]
+
+
+def test_cli_text_output(tmp_path, capsys):
+    ws = str(tmp_path / "ws")
+    assert main(["dataset", "list", "--workspace", ws]) == 0
+    assert "no datasets yet" in capsys.readouterr().out
