@@ -97,6 +97,12 @@ class AuditModel(nn.Module):
             raise SpurAuditError(
                 f"{self.arch} expects a batch of images (B, C, H, W) in [0, 1], got shape {tuple(x.shape)}; "
                 "add a batch dimension with x.unsqueeze(0)")
+        channels = int(self.normalize.mean.shape[1])
+        # a 1-channel image broadcasts to RGB; a flattened-input MLP (1 normalisation channel) takes any
+        if x.shape[1] != channels and x.shape[1] != 1 and (channels > 1 or self.has_spatial_map):
+            raise SpurAuditError(
+                f"{self.arch} expects {channels}-channel images, got {x.shape[1]} channels; convert the images "
+                f"(e.g. to RGB) or build the model with in_channels={x.shape[1]}")
         return self.encoder(self.normalize(x))
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
