@@ -10,7 +10,9 @@ correctness the resampled accuracy of a slice of size k with accuracy p is exact
 so the resamples are drawn directly from that distribution (same distribution as index resampling,
 O(B) per class instead of O(B k)).
 
-Pooled gap: accuracy over the union of all classes' high slices minus that over their low slices.
+Pooled gap: accuracy over the union of all classes' high slices minus that over their low slices;
+its interval is a two-level bootstrap (classes resampled with replacement, then each class's slices
+as above), so it reflects the spread across classes as well as within slices.
 """
 from __future__ import annotations
 
@@ -102,8 +104,7 @@ def spurious_gaps(ranking: SpuriosityResult, predictions: np.ndarray, *, config:
     correct = (predictions.astype(np.int64) == ranking.labels)
     rng = np.random.default_rng(config.seed)
     rows = []
-    hi_draws_sum = np.zeros(config.n_boot)
-    lo_draws_sum = np.zeros(config.n_boot)
+    hi_draws, lo_draws, ks = [], [], []              # per ranked class: (B,) resampled correct counts
     tot_hi = tot_lo = tot_k = 0
     no_spur = set(ranking.classes_without_spurious)
     K = ranking.num_classes
@@ -123,8 +124,9 @@ def spurious_gaps(ranking: SpuriosityResult, predictions: np.ndarray, *, config:
             bh = rng.binomial(k, h / k, size=config.n_boot)
             bl = rng.binomial(k, lo_ / k, size=config.n_boot)
             ci_low, ci_high = _ci((bh - bl) / k, config.confidence)
-            hi_draws_sum += bh
-            lo_draws_sum += bl
+            hi_draws.append(bh)
+            lo_draws.append(bl)
+            ks.append(k)
         tot_hi += h
         tot_lo += lo_
         tot_k += k
@@ -142,7 +144,12 @@ def spurious_gaps(ranking: SpuriosityResult, predictions: np.ndarray, *, config:
                       n_negative=int(ranked.negative.sum()),
                       n_negative_point=int((ranked.gap < 0).sum()))
         if config.n_boot:
-            pooled["ci_low"], pooled["ci_high"] = _ci((hi_draws_sum - lo_draws_sum) / tot_k, config.confidence)
+            # two-level bootstrap: resample the classes, then (already drawn) each class's slices
+            H, L = np.stack(hi_draws, axis=1), np.stack(lo_draws, axis=1)        # (B, C)
+            kk = np.asarray(ks, dtype=np.float64)                                 # (C,)
+            pick = rng.integers(0, H.shape[1], size=H.shape)                      # (B, C) class indices
+            num = np.take_along_axis(H, pick, axis=1).sum(1) - np.take_along_axis(L, pick, axis=1).sum(1)
+            pooled["ci_low"], pooled["ci_high"] = _ci(num / kk[pick].sum(1), config.confidence)
     else:
         pooled.update(acc_high=np.nan, acc_low=np.nan, gap=np.nan, mean_class_gap=np.nan,
                       n_negative=0, n_negative_point=0)
