@@ -220,73 +220,133 @@ def _split_stats(labels: np.ndarray, biases: np.ndarray) -> dict:
             "conflicting_fraction_per_class": per_class}
 
 
-def build_digits_on_textures(out_dir: Path, *, seed: int = 0, progress: ProgressFn | None = None,
-                             rho: float = 0.95, rho_eval: float = 0.5,
-                             n_train: int | None = None, n_val: int | None = None,
-                             n_test: int | None = None, size: int = 64,
-                             digit_size: tuple[int, int] = (28, 44), bg_low: float = 0.05,
-                             bg_high: float = 0.6, mnist_path: str | Path | None = None):
-    """Write the digits-on-textures dataset to ``out_dir`` and return its `Manifest`.
+@dataclass
+class GeneratedSplit:
+    """One split of digits-on-textures in memory.
 
-    Layout: ``images/<split>/<sample_id>.png`` (RGB), ``masks/<split>/<sample_id>.png`` (L, 255 =
-    digit), ``manifest.parquet``, ``stats.json`` (realised conflicting fraction per split and class).
-    ``rho``: fraction of each training class on its own texture; ``rho_eval`` the same for val/test
-    (0.5 = half aligned, Waterbirds-style; 0.1 = unbiased). Counts are exact per class.
-    Manifest columns: label (digit), bias (texture index 0..9), aligned (bias == label),
-    group = label * 10 + bias, mask_path. Deterministic given ``seed``.
-    """
-    from PIL import Image
+    images: float32 (N, 3, size, size) in [0, 1] (quantised to 1/255 steps, exactly what the PNGs hold);
+    masks: bool (N, size, size); labels, biases: int64 (N,)."""
 
-    from core.data.manifest import Manifest
-    from core.data.mnist_source import load_mnist_digits
+    images: np.ndarray
+    masks: np.ndarray
+    labels: np.ndarray
+    biases: np.ndarray
+    source: str = ""
 
+    @property
+    def aligned(self) -> np.ndarray:
+        return self.biases == self.labels
+
+
+def generate_digits_on_textures(*, seed: int = 0, rho: float = 0.95, rho_eval: float = 0.5,
+                                n_train: int | None = None, n_val: int | None = None,
+                                n_test: int | None = None, config: TextureConfig | None = None,
+                                splits: tuple[str, ...] = SPLITS, mnist_path: str | Path | None = None,
+                                composer: "TextureComposer | None" = None,
+                                progress: ProgressFn | None = None) -> dict[str, GeneratedSplit]:
+    """The dataset `build_digits_on_textures` writes, generated in memory (same seed -> same pixels,
+    masks and textures as the builder's files). Returns {split: GeneratedSplit} for ``splits``."""
     progress = progress or null_progress
     for name, r in (("rho", rho), ("rho_eval", rho_eval)):
         if not 0.0 <= float(r) <= 1.0:
             raise SpurAuditError(f"{name} must be in [0, 1], got {r}")
+    for sp in splits:
+        if sp not in SPLITS:
+            raise SpurAuditError(f"unknown split {sp!r}; valid choices: {', '.join(SPLITS)}")
+    from core.data.mnist_source import load_mnist_digits
+
+    digits = load_mnist_digits(mnist_path=mnist_path, seed=seed, n_train=n_train, n_val=n_val,
+                               n_test=n_test)
+    composer = composer or TextureComposer(config)
+    out: dict[str, GeneratedSplit] = {}
+    for k, split in enumerate(SPLITS):
+        if split not in splits:
+            continue
+        labels = digits.labels[split]
+        rng = np.random.default_rng([seed, k, 7])
+        biases = assign_biases(labels, rho if split == "train" else rho_eval, rng)
+        x, m = composer.compose(digits.images[split], biases, rng=rng,
+                                region="train" if split == "train" else "eval")
+        x = np.rint(np.clip(x, 0.0, 1.0) * 255.0) / 255.0  # what an 8-bit PNG stores
+        out[split] = GeneratedSplit(images=x.astype(np.float32), masks=m, labels=labels.astype(np.int64),
+                                    biases=biases, source=digits.source)
+        progress((k + 1) / len(SPLITS), f"generated {split} ({len(labels)} images)")
+    return out
+
+
+def build_digits_on_textures(out_dir: Path, *, seed: int = 0, progress: ProgressFn | None = None,
+                             rho: float = 0.95, rho_eval: float = 0.5,
+                             n_train: int | None = None, n_val: int | None = None,
+                             n_test: int | None = None, size: int = 64,
+                             digit_size: tuple[int, int] | None = None, bg_low: float = 0.05,
+                             bg_high: float = 0.6, mnist_path: str | Path | None = None):
+    """Write the digits-on-textures dataset to ``out_dir`` and return its `Manifest`.
+
+    Layout: ``images/<split>/<sample_id>.png`` (RGB), ``masks/<split>/<sample_id>.png`` (L, 255 =
+    digit), ``manifest.parquet``, ``stats.json`` (realised conflicting fraction per split and class;
+    the same numbers are in ``manifest.attrs["conflict_fraction"]`` / ``["conflict_fraction_per_class"]``).
+    ``rho``: fraction of each training class on its own texture; ``rho_eval`` the same for val/test
+    (0.5 = half aligned, Waterbirds-style; 0.1 = unbiased). Counts are exact per class.
+    ``digit_size``: (lo, hi) digit side in pixels; None = (28, 44) scaled by ``size / 64``.
+    Manifest columns: label (digit), bias (texture index 0..9), aligned (bias == label),
+    group = label * 10 + bias, mask_path. Deterministic given ``seed``; the pixels equal
+    `generate_digits_on_textures` with the same arguments.
+    """
+    import pandas as pd
+    from PIL import Image
+
+    from core.data.manifest import Manifest
+
+    progress = progress or null_progress
+    if digit_size is None:  # 28..44 px at 64 px, scaled with the image size
+        digit_size = (max(8, round(28 * int(size) / 64)), max(8, round(44 * int(size) / 64)))
     cfg = TextureConfig(size=int(size), digit_size=tuple(int(v) for v in digit_size),
                         bg_low=float(bg_low), bg_high=float(bg_high))
     cfg.validate()
     out_dir = Path(out_dir)
-    progress(0.0, "loading digits and textures")
-    digits = load_mnist_digits(mnist_path=mnist_path, seed=seed, n_train=n_train, n_val=n_val,
-                               n_test=n_test)
-    composer = TextureComposer(cfg)
+    progress(0.0, "compositing digits onto textures")
+    data = generate_digits_on_textures(seed=seed, rho=rho, rho_eval=rho_eval, n_train=n_train, n_val=n_val,
+                                       n_test=n_test, config=cfg, mnist_path=mnist_path,
+                                       progress=lambda f, m: progress(0.3 * f, m))
     rows: list[dict] = []
     stats: dict = {"rho": rho, "rho_eval": rho_eval, "textures": list(cfg.textures), "splits": {}}
-    total = sum(len(digits.labels[s]) for s in SPLITS)
+    total = sum(len(g.labels) for g in data.values())
     done = 0
     sample_id = 0
-    for k, split in enumerate(SPLITS):
-        labels = digits.labels[split]
-        rng = np.random.default_rng([seed, k, 7])
-        biases = assign_biases(labels, rho if split == "train" else rho_eval, rng)
-        stats["splits"][split] = _split_stats(labels, biases)
+    for split in SPLITS:
+        g = data[split]
+        stats["splits"][split] = _split_stats(g.labels, g.biases)
         (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
         (out_dir / "masks" / split).mkdir(parents=True, exist_ok=True)
-        region = "train" if split == "train" else "eval"
-        for i in range(len(labels)):
-            img, mask = composer.compose_one(digits.images[split][i], int(biases[i]), rng, region)
+        for i in range(len(g.labels)):
             rel = f"images/{split}/{sample_id:06d}.png"
             mrel = f"masks/{split}/{sample_id:06d}.png"
-            Image.fromarray(np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), "RGB").save(out_dir / rel)
-            Image.fromarray(mask.astype(np.uint8) * 255, "L").save(out_dir / mrel)
-            lab, b = int(labels[i]), int(biases[i])
+            img = np.rint(g.images[i].transpose(1, 2, 0) * 255).astype(np.uint8)  # (3, H, W) -> (H, W, 3)
+            Image.fromarray(img, "RGB").save(out_dir / rel)
+            Image.fromarray(g.masks[i].astype(np.uint8) * 255, "L").save(out_dir / mrel)
+            lab, b = int(g.labels[i]), int(g.biases[i])
             rows.append({"sample_id": sample_id, "path": rel, "label": lab, "class_name": str(lab),
                          "split": split, "bias": b, "aligned": bool(b == lab), "group": lab * 10 + b,
                          "mask_path": mrel})
             sample_id += 1
             done += 1
-            if done % 200 == 0:
-                progress(done / total, f"{split}: {i + 1}/{len(labels)} images")
-    import pandas as pd
-
+            if done % 250 == 0:
+                progress(0.3 + 0.7 * done / total, f"{split}: wrote {i + 1}/{len(g.labels)} images")
     df = pd.DataFrame(rows)
-    manifest = Manifest(df=df, root=out_dir, class_names=list(DIGIT_CLASS_NAMES), bias_columns=["bias"])
+    params = {"rho": float(rho), "rho_eval": float(rho_eval), "size": cfg.size, "digit_size": list(cfg.digit_size),
+              "bg_low": cfg.bg_low, "bg_high": cfg.bg_high}
+    attrs = {"kind": "digits-on-textures", "seed": int(seed), "params": params, "source": data["train"].source,
+             "conflict_fraction": {s: stats["splits"][s]["conflicting_fraction"] for s in SPLITS},
+             "conflict_count": {s: int(round(stats["splits"][s]["conflicting_fraction"] * stats["splits"][s]["n"]))
+                                for s in SPLITS},
+             "conflict_fraction_per_class": {s: stats["splits"][s]["conflicting_fraction_per_class"] for s in SPLITS},
+             "split_sizes": {s: stats["splits"][s]["n"] for s in SPLITS},
+             "textures": list(cfg.textures)}
+    manifest = Manifest(df, root=out_dir, class_names=list(DIGIT_CLASS_NAMES), bias_columns=["bias"], attrs=attrs)
     manifest.save(out_dir / "manifest.parquet")
     stats["config"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     stats["seed"] = seed
-    stats["digit_source"] = digits.source
+    stats["digit_source"] = data["train"].source
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=2))
     progress(1.0, "conflicting fraction " + ", ".join(
         f"{s} {stats['splits'][s]['conflicting_fraction']:.3f}" for s in SPLITS))
