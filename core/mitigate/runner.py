@@ -1,0 +1,254 @@
+"""Mitigation on a workspace: load (dataset, model), run a method, record a run with its artifacts.
+
+`run_mitigation` is what the CLI (`python -m core mitigate`), the dashboard and the ``mitigate`` job
+kind call. It
+
+1. checks the dataset and model exist, records a run (``ws.add_run``, status "running");
+2. loads every split into memory (`MitigationData.from_manifest`; further bias columns of the manifest,
+   e.g. multi-color-mnist's ``bias_right``, become ``data.extra_bias`` = {column: {split: (N,) int64}},
+   which FFW hides too) and the model checkpoint;
+3. when the audit saved spuriosity rankings of train and val (`core.audit.pipeline.load_rankings`),
+   passes them to head tuning / error tuning as their spuriosity arrays (unless the config gives some);
+4. runs the method (`core.mitigate.common.get_method`), saves ``runs/<id>/model.pt``
+   (`export_model`: weights with pruned entries zeroed + binary masks), ``metrics.json``,
+   ``history.json``, ``config.json``, and — when a ranking of the test (else val) split exists —
+   per-class spurious gaps of the model before and after (``gaps.json``; pooled gaps in the metrics);
+5. marks the run "done" with its metrics and artifacts, or "failed" with the error (then re-raises).
+
+`run_comparison` does the same for `core.mitigate.compare.compare` / `sweep` (one run of method
+"compare" or "sweep" with the table, Markdown and figure as artifacts).
+
+Job kinds (``core.jobs``): ``"mitigate"`` with params {dataset, model, method, config, seed, device}
+and ``"compare"`` with params {dataset, model, methods, seeds, configs, sweep, device}.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from core.errors import SpurAuditError
+from core.progress import ProgressFn, null_progress, sub_progress
+
+__all__ = ["run_mitigation", "run_comparison", "load_data", "load_ranking", "METHOD_CHOICES"]
+
+# names the CLI offers (the registry may hold more)
+METHOD_CHOICES = ("head-tuning", "error-tuning", "dcwp", "ffw", "jtt", "mrm", "erm")
+
+
+def load_data(ws, dataset: str, *, progress: ProgressFn | None = None):
+    """`MitigationData` of a workspace dataset; extra bias columns go to ``data.extra_bias``."""
+    from core.data import load_manifest
+    from core.mitigate.common import MitigationData
+
+    manifest = load_manifest(ws, dataset)
+    data = MitigationData.from_manifest(manifest, progress=progress)
+    extra: dict[str, dict[str, torch.Tensor]] = {}
+    main = manifest.bias
+    for col in getattr(manifest, "bias_columns", None) or []:
+        if col == "bias" or col not in manifest.df.columns:
+            continue
+        values = manifest.bias_values(col)
+        if main is not None and np.array_equal(values, main):
+            continue   # the same attribute as `bias` (e.g. bias_left on multi-color-mnist)
+        extra[col] = {}
+        for split in ("train", "val", "test"):
+            if data.has_split(split):
+                extra[col][split] = torch.from_numpy(manifest.split(split).bias_values(col).copy())
+    data.extra_bias = extra
+    return data
+
+
+def load_ranking(ws, dataset: str, model: str, split: str):
+    """The saved spuriosity ranking of (dataset, model, split), or None when the audit has none."""
+    try:
+        from core.audit.pipeline import load_rankings
+
+        return load_rankings(ws, dataset, model, split)
+    except (SpurAuditError, ImportError, FileNotFoundError, KeyError):
+        return None
+
+
+def _gap_table(ranking, model, x, device) -> tuple[list[dict], dict]:
+    from core.audit.gaps import GapConfig, spurious_gaps
+    from core.mitigate.metrics import model_outputs
+
+    logits, _ = model_outputs(model, x, device=device)
+    res = spurious_gaps(ranking, logits.argmax(1), config=GapConfig(n_boot=200, seed=0))
+    per = res.per_class[["class_index", "n", "k", "acc_high", "acc_low", "gap", "ci_low", "ci_high"]]
+    return per.to_dict(orient="records"), {k: (float(v) if isinstance(v, (int, float, np.floating)) else v)
+                                           for k, v in res.pooled.items()}
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist() if obj.numel() <= 64 else f"<tensor {tuple(obj.shape)}>"
+    if isinstance(obj, np.ndarray):
+        return obj.tolist() if obj.size <= 64 else f"<array {obj.shape}>"
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return None if np.isnan(v) else v
+    return obj
+
+
+def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping[str, Any] | None = None,
+                   seed: int = 0, device: str = "auto", progress: ProgressFn | None = None) -> int:
+    """Run ``method`` on workspace ``dataset`` from workspace ``model``; returns the run id.
+
+    Artifacts under ``runs/<id>/``: model.pt, metrics.json, history.json, config.json, gaps.json
+    (when a ranking exists). The run record's metrics hold val/test metrics, sparsity, the pooled
+    spurious gaps before/after (``gaps``) and the wall time. Raises `SpurAuditError` for unknown
+    names (before any run is recorded); a failing method marks the run "failed" and re-raises.
+    """
+    from core.device import resolve_device
+    from core.mitigate.common import export_model, get_method
+    from core.models.registry import load_model
+
+    progress = progress or null_progress
+    config = dict(config or {})
+    ws.get_dataset(dataset)            # SpurAuditError listing known datasets
+    model_rec = ws.get_model(model)    # SpurAuditError listing known models
+    fn = get_method(method)            # SpurAuditError listing methods
+    dev = resolve_device(device)
+    run_id = ws.add_run(method=method, dataset=dataset, model=model,
+                        params={"config": _jsonable(config), "seed": int(seed), "device": str(device)})
+    rel = ws.run_dir(run_id) if hasattr(ws, "run_dir") else f"runs/{run_id}"
+    try:
+        progress(0.0, "loading data")
+        data = load_data(ws, dataset, progress=sub_progress(progress, 0.0, 0.1))
+        base = load_model(model_rec.checkpoint, device="cpu").eval()
+        notes = {}
+        if method in ("head-tuning", "error-tuning") and config.get("spuriosity") is None:
+            tr, va = load_ranking(ws, dataset, model, "train"), load_ranking(ws, dataset, model, "val")
+            if tr is not None and va is not None:
+                config.setdefault("spuriosity", np.nan_to_num(tr.scores, nan=0.0))
+                config.setdefault("val_spuriosity", np.nan_to_num(va.scores, nan=0.0))
+                config.setdefault("spuriosity_source", "given")
+                notes["spuriosity"] = "audit rankings (train, val)"
+            else:
+                notes["spuriosity"] = "no saved rankings of train and val; derived by the method"
+        result = fn(data, base_model=base, config=config, seed=int(seed), device=dev,
+                    progress=sub_progress(progress, 0.1, 0.9))
+        progress(0.9, "saving")
+        artifacts = {"model": f"{rel}/model.pt", "metrics": f"{rel}/metrics.json",
+                     "history": f"{rel}/history.json", "config": f"{rel}/config.json"}
+        ws.save_torch(artifacts["model"], export_model(result.model.cpu()))
+        metrics = _jsonable(result.metrics)
+        gap_split = next((s for s in ("test", "val") if data.has_split(s)
+                          and load_ranking(ws, dataset, model, s) is not None), None)
+        if gap_split is not None:
+            ranking = load_ranking(ws, dataset, model, gap_split)
+            x = data.split(gap_split).x
+            if len(ranking.labels) == len(x):
+                before, pooled_before = _gap_table(ranking, base, x, dev)
+                after, pooled_after = _gap_table(ranking, result.model, x, dev)
+                artifacts["gaps"] = f"{rel}/gaps.json"
+                ws.write_json(artifacts["gaps"], _jsonable({"split": gap_split, "before": before, "after": after,
+                                                            "pooled_before": pooled_before,
+                                                            "pooled_after": pooled_after}))
+                metrics["gaps"] = _jsonable({"split": gap_split, "before": pooled_before.get("gap"),
+                                             "after": pooled_after.get("gap")})
+        if notes:
+            metrics["notes"] = notes
+        ws.write_json(artifacts["metrics"], metrics)
+        ws.write_json(artifacts["history"], _jsonable(result.history))
+        ws.write_json(artifacts["config"], _jsonable(result.params))
+        ws.update_run(run_id, status="done", metrics=metrics, artifacts=artifacts)
+        progress(1.0, f"run {run_id} done")
+        return run_id
+    except BaseException as exc:  # record the failure (also on cancel), then propagate
+        ws.update_run(run_id, status="cancelled" if isinstance(exc, KeyboardInterrupt) or
+                      type(exc).__name__ == "JobCancelled" else "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (), seeds: Sequence[int] = (0,),
+                   configs: Mapping[str, Mapping[str, Any]] | None = None, sweep: str | None = None,
+                   device: str = "auto", progress: ProgressFn | None = None) -> int:
+    """`compare` (``methods``) or, with ``sweep="param=v1,v2"``, `sweep` of the single method in
+    ``methods``; recorded as one run (method "compare" or "sweep"); returns its id. Artifacts:
+    comparison.json/.md + figure.json (or sweep.json/.md + sweep_figure.json)."""
+    from core.device import resolve_device
+    from core.mitigate.common import get_method
+    from core.mitigate.compare import compare, parse_sweep
+    from core.mitigate.compare import sweep as run_sweep
+    from core.models.registry import load_model
+
+    progress = progress or null_progress
+    methods = [m for m in methods]
+    if not methods:
+        raise SpurAuditError("give at least one method, e.g. --methods erm,head-tuning,ffw")
+    for m in methods:
+        get_method(m)
+    if sweep and len(methods) != 1:
+        raise SpurAuditError("a sweep varies one parameter of one method: give exactly one method with --sweep")
+    sweep_spec = parse_sweep(sweep) if sweep else None
+    ws.get_dataset(dataset)
+    model_rec = ws.get_model(model)
+    dev = resolve_device(device)
+    kind = "sweep" if sweep_spec else "compare"
+    run_id = ws.add_run(method=kind, dataset=dataset, model=model,
+                        params=_jsonable({"methods": methods, "seeds": list(seeds), "configs": dict(configs or {}),
+                                          "sweep": sweep, "device": str(device)}))
+    rel = f"runs/{run_id}"
+    try:
+        data = load_data(ws, dataset, progress=sub_progress(progress, 0.0, 0.1))
+        base = load_model(model_rec.checkpoint, device="cpu").eval()
+        if sweep_spec:
+            param, values = sweep_spec
+            res = run_sweep(data, base, methods[0], param, values, seeds=seeds,
+                            config=(configs or {}).get(methods[0]), device=dev, progress=sub_progress(progress, 0.1, 0.95))
+            artifacts = res.save(ws, rel)
+            metrics = {"summary": _jsonable(res.to_dict()["summary"])}
+        else:
+            ranking = load_ranking(ws, dataset, model, "test")
+            res = compare(data, base, methods, seeds=seeds, configs=configs, ranking=ranking, device=dev,
+                          progress=sub_progress(progress, 0.1, 0.95))
+            artifacts = res.save(ws, rel)
+            metrics = {"summary": _jsonable(res.to_dict()["summary"]), "pooled_gaps": _jsonable(res.pooled_gaps)}
+        ws.update_run(run_id, status="done", metrics=metrics, artifacts=artifacts)
+        progress(1.0, f"run {run_id} done")
+        return run_id
+    except BaseException as exc:
+        ws.update_run(run_id, status="cancelled" if isinstance(exc, KeyboardInterrupt) or
+                      type(exc).__name__ == "JobCancelled" else "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# job kinds
+# ---------------------------------------------------------------------------------------------
+def _register_jobs() -> None:
+    from core.jobs import register_job_kind
+
+    @register_job_kind("mitigate")
+    def mitigate_job(ws, params: dict, progress: ProgressFn) -> dict:
+        """params: dataset, model, method, config (dict), seed, device."""
+        missing = [k for k in ("dataset", "model", "method") if not params.get(k)]
+        if missing:
+            raise SpurAuditError(f"mitigate job needs params {missing}")
+        run_id = run_mitigation(ws, dataset=params["dataset"], model=params["model"], method=params["method"],
+                                config=params.get("config") or {}, seed=int(params.get("seed", 0)),
+                                device=params.get("device", "auto"), progress=progress)
+        return {"run_id": run_id, "metrics": ws.get_run(run_id).metrics}
+
+    @register_job_kind("compare")
+    def compare_job(ws, params: dict, progress: ProgressFn) -> dict:
+        """params: dataset, model, methods (list), seeds (list), configs ({method: dict}), sweep ("p=v1,v2")."""
+        missing = [k for k in ("dataset", "model", "methods") if not params.get(k)]
+        if missing:
+            raise SpurAuditError(f"compare job needs params {missing}")
+        run_id = run_comparison(ws, dataset=params["dataset"], model=params["model"], methods=params["methods"],
+                                seeds=params.get("seeds") or [0], configs=params.get("configs"),
+                                sweep=params.get("sweep"), device=params.get("device", "auto"), progress=progress)
+        return {"run_id": run_id}
+
+
+_register_jobs()

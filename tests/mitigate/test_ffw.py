@@ -1,0 +1,162 @@
+"""FFW: the MI estimator, the privacy head, and the pruning loop end to end on tiny data (CPU, seeded)."""
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _tiny import tiny_data, tiny_model, train_vanilla  # noqa: E402
+
+from core.errors import SpurAuditError
+from core.mitigate.ffw import (FFWConfig, PrivacyHead, empirical_mutual_information, run_ffw, split_holdout,
+                               train_privacy_head)
+from core.models.gates import masks_of
+
+torch.set_num_threads(1)
+FAST = {"max_epochs": 3, "steps_per_epoch": 4, "min_epochs": 1, "privacy_max_epochs": 20, "batch_size": 64}
+
+
+def test_mi_independent_is_near_zero_and_identical_is_one():
+    g = torch.Generator().manual_seed(0)
+    b = torch.randint(0, 4, (40000,), generator=g)
+    other = torch.randint(0, 4, (40000,), generator=g)
+    probs_indep = torch.nn.functional.one_hot(other, 4).float()
+    assert float(empirical_mutual_information(b, probs_indep)) < 0.005
+    probs_same = torch.nn.functional.one_hot(b, 4).float()
+    assert float(empirical_mutual_information(b, probs_same)) == pytest.approx(1.0, abs=1e-3)
+    # a soft, uninformative prediction (uniform) carries no information either
+    assert float(empirical_mutual_information(b, torch.full((40000, 4), 0.25))) < 1e-4
+
+
+def test_mi_is_differentiable_and_rejects_unknown_bias():
+    logits = torch.randn(64, 3, requires_grad=True)
+    b = torch.arange(64) % 3
+    empirical_mutual_information(b, logits.softmax(1)).backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    with pytest.raises(SpurAuditError):
+        empirical_mutual_information(torch.tensor([-1, 0, 1]), torch.full((3, 2), 0.5))
+
+
+def test_privacy_head_learns_bias_and_is_frozen_afterwards():
+    g = torch.Generator().manual_seed(0)
+    b = torch.randint(0, 3, (300,), generator=g)
+    z = torch.randn(300, 8, generator=g) * 0.01
+    z[:, 0] += b.float() * 0.1           # tiny scale: standardisation must still find it
+    head = PrivacyHead(8, 3)
+    info = train_privacy_head(head, z[:200], b[:200], z[200:], b[200:], generator=g)
+    assert info["val_accuracy"] > 0.9
+    assert all(not p.requires_grad for p in head.parameters())
+
+
+def test_privacy_head_is_blind_to_a_global_rescale_but_not_to_one_neuron():
+    g = torch.Generator().manual_seed(1)
+    z = torch.rand(50, 6, generator=g)
+    head = PrivacyHead(6, 3)
+    head.fit_standardization(z)
+    assert torch.allclose(head(z), head(z * 0.025), atol=1e-5)     # shrinking every feature hides nothing
+    shrunk = z.clone()
+    shrunk[:, 2] *= 0.025
+    assert not torch.allclose(head(z), head(shrunk), atol=1e-3)   # a single pruned neuron is visible
+
+
+def test_split_holdout_is_stratified_and_disjoint():
+    labels = np.repeat(np.arange(5), 20)
+    fit, hold = split_holdout(labels, 0.4, seed=0)
+    assert len(np.intersect1d(fit, hold)) == 0 and len(fit) + len(hold) == 100
+    assert all((labels[hold] == c).sum() == 8 for c in range(5))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    data = tiny_data(rho=0.97, n_train=300, n_val=160, n_test=120)
+    return data, train_vanilla(tiny_model(), data, steps=80)
+
+
+def test_ffw_end_to_end_unstructured(trained):
+    data, vanilla = trained
+    original = {k: v.clone() for k, v in vanilla.state_dict().items()}
+    res = run_ffw(data, base_model=vanilla, config=FAST, seed=0, device="cpu")
+    # the input model is untouched
+    assert all(torch.equal(original[k], v) for k, v in vanilla.state_dict().items())
+    assert res.method == "ffw"
+    assert 0.0 < res.metrics["sparsity"] < 1.0
+    # sparsity is recorded from the first epoch (init 0: many gates fall below 0 after the first steps)
+    assert res.history[0]["epoch"] == 1 and res.history[0]["sparsity"] > 0
+    for key in ("accuracy", "unbiased_accuracy", "bias_decodability", "bias_accuracy"):
+        assert key in res.metrics["test"]
+    # no fine-tuning: every surviving weight equals the vanilla weight, pruned ones are exactly 0
+    masks = masks_of(res.model)
+    assert masks and "head" not in masks          # the task head C is not gated
+    for name, mask in masks.items():
+        w = dict(res.model.named_modules())[name].weight
+        w0 = original[f"{name}.weight"]
+        assert torch.equal(w[mask], w0[mask]) and bool((w[~mask] == 0).all())
+
+
+def test_ffw_never_selects_on_test(trained):
+    data, vanilla = trained
+    a = run_ffw(data, base_model=vanilla, config=FAST, seed=0, device="cpu")
+    b = run_ffw(data.without_test_labels(), base_model=vanilla, config=FAST, seed=0, device="cpu")
+    assert a.extra["selected_epoch"] == b.extra["selected_epoch"]
+    assert all(torch.equal(a.extra["masks"][k], b.extra["masks"][k]) for k in a.extra["masks"])
+    assert [h["hard_bias_accuracy"] for h in a.history] == [h["hard_bias_accuracy"] for h in b.history]
+
+
+def test_ffw_structured_masks_bottleneck_neurons(trained):
+    data, vanilla = trained
+    res = run_ffw(data, base_model=vanilla, config={**FAST, "structured": True}, seed=0, device="cpu")
+    fmask = res.extra["feature_mask"]
+    assert fmask.shape == (vanilla.feature_dim,)
+    assert res.metrics["sparsity"] == pytest.approx(float((~fmask).float().mean()))
+    x = data.x_test[:16]
+    with torch.no_grad():
+        z = vanilla.features(x) * fmask.float()
+        expected = vanilla.forward_head(z)
+        got = res.model(x)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_ffw_several_bias_attributes(trained):
+    data, vanilla = trained
+    g = torch.Generator().manual_seed(3)
+    data.extra_bias = {"bias_right": {s: torch.randint(0, 3, (len(getattr(data, f"y_{s}")),), generator=g)
+                                      for s in ("train", "val", "test")}}
+    try:
+        res = run_ffw(data, base_model=vanilla, config=FAST, seed=0, device="cpu")
+    finally:
+        del data.extra_bias
+    assert res.extra["bias_attributes"] == ["bias", "bias_right"]
+    assert set(res.metrics["test"]["bias_decodability_by_attribute"]) == {"bias", "bias_right"}
+    assert res.extra["num_bias_values"]["bias_right"] == 3
+
+
+def test_ffw_without_bias_labels_explains_what_is_needed(trained):
+    data, vanilla = trained
+    from core.mitigate.common import MitigationData
+
+    nobias = MitigationData(x_train=data.x_train, y_train=data.y_train, x_val=data.x_val, y_val=data.y_val,
+                            x_test=data.x_test, y_test=data.y_test, num_classes=2)
+    with pytest.raises(SpurAuditError, match="bias labels"):
+        run_ffw(nobias, base_model=vanilla, config=FAST, device="cpu")
+
+
+def test_ffw_config_validation():
+    with pytest.raises(SpurAuditError, match="unknown ffw option"):
+        FFWConfig.from_dict({"gamma": 10, "not_an_option": 1})
+    with pytest.raises(SpurAuditError):
+        FFWConfig(temperature_factor=1.5).validate()
+
+
+def test_ffw_mined_pseudo_bias_when_opted_in(trained):
+    data, vanilla = trained
+    from core.mitigate.common import MitigationData
+
+    nobias = MitigationData(x_train=data.x_train, y_train=data.y_train, x_val=data.x_val, y_val=data.y_val,
+                            x_test=data.x_test, y_test=data.y_test, num_classes=2)
+    res = run_ffw(nobias, base_model=vanilla, config={**FAST, "use_mined_bias": True,
+                                                      "mining": {"iterations": 30, "batch_size": 64}},
+                  device="cpu")
+    assert res.extra["mined_bias"] is True and res.extra["bias_attributes"] == ["bias"]
