@@ -1,0 +1,131 @@
+"""Workspace picker and the (dataset, model) selection shared by every page.
+
+The sidebar (drawn by ``app.py`` on every rerun) keeps three session-state keys:
+``sa_workspace`` (folder path text), ``sa_dataset`` and ``sa_model``. Pages call `context()` to get a
+`PageContext`; it raises `NeedsSetup` (rendered as a friendly message with the exact command) when the
+workspace is missing or has no dataset/model yet.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from core.errors import SpurAuditError
+from dashboard import resources
+from dashboard.components.guard import NeedsSetup
+
+WS_KEY = "sa_workspace"
+DATASET_KEY = "sa_dataset"
+MODEL_KEY = "sa_model"
+
+
+def default_workspace() -> str:
+    """``$SPURAUDIT_WORKSPACE``, else ``./workspace`` (the same default as the CLI)."""
+    return os.environ.get("SPURAUDIT_WORKSPACE") or "workspace"
+
+
+def workspace_text() -> str:
+    st.session_state.setdefault(WS_KEY, default_workspace())
+    return str(st.session_state[WS_KEY]).strip()
+
+
+def demo_command(root: str | Path) -> str:
+    return f"python -m core demo --workspace {shlex.quote(str(root))}"
+
+
+@dataclass
+class PageContext:
+    """What a page needs: the workspace and the current (dataset, model) choice (may be None)."""
+
+    ws: object                  # core.workspace.Workspace
+    dataset: str | None
+    model: str | None
+
+    def require_dataset(self) -> str:
+        if not self.dataset:
+            raise NeedsSetup(
+                "This workspace has no dataset yet. Build the demo (a small Colored-MNIST dataset, a "
+                "small CNN, features, an audit and a mitigation run) with:",
+                demo_command(self.ws.root))
+        return self.dataset
+
+    def require_model(self) -> tuple[str, str]:
+        dataset = self.require_dataset()
+        if not self.model:
+            raise NeedsSetup(
+                f"No model is registered for dataset **{dataset}** yet. Train one (or run the demo):",
+                f"python -m core model train {shlex.quote(dataset)}-cnn --workspace "
+                f"{shlex.quote(str(self.ws.root))} --dataset {shlex.quote(dataset)} --arch small_cnn")
+        return dataset, self.model
+
+
+def open_workspace() -> object:
+    """The `Workspace` named in the sidebar; `NeedsSetup` when the folder is not a workspace."""
+    text = workspace_text()
+    if not text:
+        raise NeedsSetup("Type a workspace folder in the sidebar.")
+    root = Path(text).expanduser()
+    if not (root / "audit.db").exists():
+        where = "does not exist" if not root.exists() else "is not a SpurAudit workspace yet (no audit.db)"
+        raise NeedsSetup(
+            f"The folder `{root}` {where}. Create a workspace with the demo data (or pick another "
+            "folder in the sidebar):", demo_command(root))
+    return resources.workspace(str(root.resolve()))
+
+
+def models_for(ws, dataset: str | None) -> list[str]:
+    """Models that make sense with ``dataset``: trained on it, dataset-agnostic, or with its features."""
+    if dataset is None:
+        return []
+    with_features = {fs.model for fs in ws.list_feature_sets(dataset=dataset)}
+    return [m.name for m in ws.list_models() if m.dataset in (dataset, None) or m.name in with_features]
+
+
+def sidebar() -> None:
+    """Draw the workspace picker and the (dataset, model) selectors (errors shown inline)."""
+    with st.sidebar:
+        workspace_text()  # sets the default on the first run
+        st.text_input("Workspace folder", key=WS_KEY,
+                      help="A SpurAudit workspace: audit.db + artifacts. "
+                           "Default: $SPURAUDIT_WORKSPACE or ./workspace.")
+        try:
+            ws = open_workspace()
+        except NeedsSetup:
+            st.caption("No workspace at this path yet.")
+            return
+        except SpurAuditError as exc:
+            st.error(str(exc))
+            return
+        datasets = [d.name for d in ws.list_datasets()]
+        if not datasets:
+            st.caption("Workspace is empty.")
+            return
+        if st.session_state.get(DATASET_KEY) not in datasets:
+            st.session_state[DATASET_KEY] = datasets[0]
+        st.selectbox("Dataset", datasets, key=DATASET_KEY)
+        models = models_for(ws, st.session_state[DATASET_KEY])
+        if not models:
+            st.session_state.pop(MODEL_KEY, None)
+            st.caption("No model for this dataset yet.")
+            return
+        if st.session_state.get(MODEL_KEY) not in models:
+            st.session_state[MODEL_KEY] = models[0]
+        st.selectbox("Model", models, key=MODEL_KEY)
+
+
+def context() -> PageContext:
+    """The current page context (raises `NeedsSetup` without a workspace)."""
+    ws = open_workspace()
+    datasets = [d.name for d in ws.list_datasets()]
+    dataset = st.session_state.get(DATASET_KEY)
+    if dataset not in datasets:
+        dataset = datasets[0] if datasets else None
+    models = models_for(ws, dataset)
+    model = st.session_state.get(MODEL_KEY)
+    if model not in models:
+        model = models[0] if models else None
+    return PageContext(ws=ws, dataset=dataset, model=model)

@@ -1,0 +1,259 @@
+"""Every ``st.cache_resource`` / ``st.cache_data`` of the dashboard lives here (one place to see what
+is cached and what invalidates it).
+
+Cache keys always include what changes the result: the workspace root plus a *stamp* (file mtime /
+size, or a label count) so an edit in the workspace (a new label, a re-extracted feature set) is seen
+on the next rerun. Functions here only load and call `core`; they do no modelling.
+
+Large read-only results (manifests, memmapped feature sets, predictions, discovery, rankings) use
+``cache_resource`` so a rerun does not copy them (``cache_data`` pickles a copy per call); pages must
+not mutate them. Small tables (verdicts, gaps) and thumbnails use ``cache_data``.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import streamlit as st
+
+THUMB_SIZE = 96
+LIVE_MAX_ROWS = 200_000   # above this, rankings and discovery come from the audit job's saved results
+
+
+def file_stamp(path: str | Path) -> tuple[float, int]:
+    """(mtime, size) of a file, or (0, -1) when it is missing — used in cache keys."""
+    try:
+        st_ = os.stat(path)
+    except OSError:
+        return (0.0, -1)
+    return (st_.st_mtime, st_.st_size)
+
+
+@st.cache_resource(show_spinner=False)
+def workspace(root: str):
+    """The `core.workspace.Workspace` at ``root`` (an existing workspace; holds no open connection)."""
+    from core.workspace import Workspace
+
+    return Workspace(root, create=False)
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def thumbnail(path: str, size: int = THUMB_SIZE, stamp: tuple = ()) -> bytes:
+    """A small PNG of the image at ``path`` (longer side ``size`` px; pixel art kept sharp).
+    Only thumbnails go to the browser."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        scale = size / max(im.size)
+        resample = Image.NEAREST if max(im.size) <= 64 else Image.BILINEAR
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), resample)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def thumb(path: str | Path, size: int = THUMB_SIZE) -> bytes:
+    """`thumbnail` keyed on the file's stamp (so a rewritten cache image is reloaded)."""
+    return thumbnail(str(path), size, stamp=file_stamp(path))
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def manifest_frame(root: str, dataset: str, stamp: tuple) -> "object":
+    """The dataset's manifest (`core.data.manifest.Manifest`) — cached per manifest file stamp."""
+    from core.data.manifest import Manifest
+
+    rec = workspace(root).get_dataset(dataset)
+    return Manifest.load(rec.manifest_path, root=rec.root)
+
+
+def manifest(ws, dataset: str):
+    rec = ws.get_dataset(dataset)
+    return manifest_frame(str(ws.root), dataset, file_stamp(rec.manifest_path))
+
+
+# ------------------------------------------------------------------------------------------------
+# models, features, audit results (all computed by `core`; cached here per workspace stamp)
+# ------------------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _audit_model(checkpoint: str, stamp: tuple):
+    from core.models.registry import load_model
+
+    model = load_model(checkpoint, device="cpu")
+    model.eval()
+    return model
+
+
+def audit_model(ws, model: str):
+    """The registered model (`core.models.AuditModel`, eval mode, CPU) — cached per checkpoint stamp."""
+    rec = ws.get_model(model)
+    return _audit_model(str(rec.checkpoint), file_stamp(rec.checkpoint))
+
+
+def feature_splits(ws, dataset: str, model: str) -> list[str]:
+    """Splits with extracted features, in train/val/test order."""
+    order = {"train": 0, "val": 1, "test": 2}
+    splits = [f.split for f in ws.list_feature_sets(dataset=dataset, model=model)]
+    return sorted(splits, key=lambda s: (order.get(s, 9), s))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _feature_set(root: str, dataset: str, model: str, split: str, stamp: tuple):
+    from core.features.store import load_features
+
+    return load_features(workspace(root), dataset, model, split)
+
+
+def feature_set(ws, dataset: str, model: str, split: str):
+    """`core.features.store.FeatureSet` (memmaps) — cached per features-file stamp."""
+    rec = ws.get_feature_set(dataset, model, split)
+    return _feature_set(str(ws.root), dataset, model, split, (rec.id, file_stamp(rec.features_path),
+                                                              file_stamp(rec.logits_path)))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _predictions(root: str, dataset: str, model: str, split: str, stamp: tuple):
+    return _feature_set(root, dataset, model, split, stamp).preds()
+
+
+def predictions(ws, dataset: str, model: str, split: str):
+    """(N,) int64 predicted classes of the stored logits."""
+    rec = ws.get_feature_set(dataset, model, split)
+    stamp = (rec.id, file_stamp(rec.features_path), file_stamp(rec.logits_path))
+    _feature_set(str(ws.root), dataset, model, split, stamp)
+    return _predictions(str(ws.root), dataset, model, split, stamp)
+
+
+@st.cache_resource(show_spinner="Discovering each class's top features…", max_entries=8)
+def _discovery(root: str, dataset: str, model: str, split: str, k: int, stamp: tuple, model_stamp: tuple):
+    from core.audit.discover import DiscoveryConfig, discover_features
+
+    ws = workspace(root)
+    fs = _feature_set(root, dataset, model, split, stamp)
+    weight = audit_model(ws, model).head.weight.detach().cpu().numpy()
+    preds = _predictions(root, dataset, model, split, stamp)
+    return discover_features(fs.features, fs.labels, weight, predictions=preds, config=DiscoveryConfig(k=k))
+
+
+def discovery(ws, dataset: str, model: str, split: str, *, k: int = 5):
+    """`core.audit.discover.DiscoveryResult` of (dataset, model) on ``split`` (top ``k`` per class)."""
+    rec = ws.get_feature_set(dataset, model, split)
+    stamp = (rec.id, file_stamp(rec.features_path), file_stamp(rec.logits_path))
+    return _discovery(str(ws.root), dataset, model, split, int(k), stamp,
+                      file_stamp(ws.get_model(model).checkpoint))
+
+
+def labels_stamp(ws, dataset: str, model: str) -> tuple:
+    """Changes whenever a label is added or removed for (dataset, model)."""
+    df = ws.labels(dataset, model)
+    return (len(df), int(df["id"].max()) if len(df) else 0, int(df["id"].sum()) if len(df) else 0)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _verdicts(root: str, dataset: str, model: str, stamp: tuple):
+    from core.audit.labels import verdicts as core_verdicts
+
+    return core_verdicts(workspace(root).labels(dataset, model))
+
+
+def verdicts(ws, dataset: str, model: str):
+    """Derived verdict per (class, feature) (`core.audit.labels.verdicts`)."""
+    return _verdicts(str(ws.root), dataset, model, labels_stamp(ws, dataset, model))
+
+
+@st.cache_resource(show_spinner="Ranking images by spuriosity…", max_entries=16)
+def _spuriosity(root: str, dataset: str, model: str, split: str, stamp: tuple, lstamp: tuple):
+    from core.audit.labels import spurious_features
+    from core.audit.spuriosity import compute_spuriosity
+
+    fs = _feature_set(root, dataset, model, split, stamp)
+    table = _verdicts(root, dataset, model, lstamp)
+    spurious = spurious_features(table, fs.num_classes)
+    return compute_spuriosity(fs.features, fs.labels, spurious, num_classes=fs.num_classes)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _saved_ranking(root: str, dataset: str, model: str, split: str, stamp: tuple):
+    from core.audit.pipeline import load_rankings
+
+    return load_rankings(workspace(root), dataset, model, split)
+
+
+def computes_live(ws, dataset: str, model: str, split: str) -> bool:
+    """Whether rankings/discovery of this split are computed in the page (small stores: they follow
+    every new label at once) or read from what the audit job saved (stores above `LIVE_MAX_ROWS`
+    rows, where a pass over the features is long work that belongs in a job)."""
+    return ws.get_feature_set(dataset, model, split).n <= LIVE_MAX_ROWS
+
+
+def spuriosity(ws, dataset: str, model: str, split: str):
+    """`core.audit.spuriosity.SpuriosityResult` of ``split``: from the current label verdicts when the
+    split is small (`computes_live`), else the ranking the audit saved (`SpurAuditError` naming the
+    command when there is none)."""
+    rec = ws.get_feature_set(dataset, model, split)
+    stamp = (rec.id, file_stamp(rec.features_path), file_stamp(rec.logits_path))
+    if not computes_live(ws, dataset, model, split):
+        from core.audit.pipeline import audit_dir
+
+        scores = ws.path(f"{audit_dir(dataset, model)}/rankings/{split}.scores.npy")
+        return _saved_ranking(str(ws.root), dataset, model, split, (stamp, file_stamp(scores)))
+    _feature_set(str(ws.root), dataset, model, split, stamp)
+    return _spuriosity(str(ws.root), dataset, model, split, stamp, labels_stamp(ws, dataset, model))
+
+
+@st.cache_data(show_spinner="Computing spurious gaps…", max_entries=32)
+def _gaps(root: str, dataset: str, ranker: str, split: str, evaluated: str, n_boot: int, stamps: tuple):
+    from core.audit.gaps import GapConfig, spurious_gaps
+
+    ws = workspace(root)
+    ranking = spuriosity(ws, dataset, ranker, split)
+    preds = predictions(ws, dataset, evaluated, split)
+    return spurious_gaps(ranking, preds, config=GapConfig(n_boot=n_boot))
+
+
+def gaps(ws, dataset: str, ranker: str, split: str, *, evaluated: str | None = None, n_boot: int = 1000):
+    """`core.audit.gaps.GapResult`: images of ``split`` ranked with ``ranker``'s features and labels,
+    accuracy of ``evaluated``'s predictions (default: the ranker itself)."""
+    evaluated = evaluated or ranker
+    recs = [ws.get_feature_set(dataset, m, split) for m in (ranker, evaluated)]
+    stamps = tuple((r.id, file_stamp(r.features_path), file_stamp(r.logits_path)) for r in recs)
+    return _gaps(str(ws.root), dataset, ranker, split, evaluated, int(n_boot),
+                 (stamps, labels_stamp(ws, dataset, ranker)))
+
+
+@st.cache_resource(show_spinner=False)
+def device_choices() -> list[str]:
+    """"auto", "cpu", then "cuda:N" for every visible GPU (and "mps" on Apple silicon)."""
+    import torch
+
+    out = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
+@st.cache_resource(show_spinner=False)
+def job_kinds() -> list[str]:
+    """Job kinds the engine registers (`core.jobs.load_job_kinds`)."""
+    from core.jobs import load_job_kinds
+
+    return sorted(load_job_kinds())
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _saved_discovery(root: str, dataset: str, model: str, stamp: tuple):
+    from core.audit.pipeline import load_discovery
+
+    return load_discovery(workspace(root), dataset, model)
+
+
+def saved_discovery(ws, dataset: str, model: str):
+    """The discovery saved by the audit (`core.audit.pipeline.load_discovery`), or None if never run."""
+    from core.audit.pipeline import audit_dir
+
+    path = ws.path(f"{audit_dir(dataset, model)}/discovery.json")
+    if not path.exists():
+        return None
+    return _saved_discovery(str(ws.root), dataset, model, file_stamp(path))
