@@ -17,7 +17,7 @@ so it shows next to mitigation runs. Reports go to ``reports/<dataset>__<model>.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Sequence
+from typing import Callable, TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -239,24 +239,28 @@ def torch_index(rows: np.ndarray):
 
 def run_mask_labels(ws: "Workspace", dataset: str, model: str, *, split: str = "train",
                     config: MaskLabelConfig | None = None, only_missing: bool = True, device: str = "auto",
+                    segmenter: "Callable[[np.ndarray], np.ndarray] | None" = None,
                     progress: ProgressFn | None = None) -> int:
-    """Machine labels (source ``masks``) for the discovered features from the dataset's object masks.
+    """Machine labels for the discovered features from object masks: the dataset's own (source
+    ``masks``) or, with ``segmenter`` (an (H, W, 3) uint8 image -> (H, W) bool mask callable, e.g.
+    `core.concepts.sam.SamSegmenter`), masks segmented on the fly (source ``sam_iou``).
 
-    ``only_missing``: skip (class, feature) pairs that already have a ``masks`` answer (re-running
+    ``only_missing``: skip (class, feature) pairs that already have an answer of that source (re-running
     the audit does not duplicate them). Returns the number of answers written."""
     from core.features.store import load_features
 
     config = config or MaskLabelConfig()
+    source = "masks" if segmenter is None else "sam_iou"
     disc = load_discovery(ws, dataset, model)
     fs = load_features(ws, dataset, model, split)
     man = fs.manifest
-    if "mask_path" not in man.df.columns:
+    if segmenter is None and "mask_path" not in man.df.columns:
         raise SpurAuditError(f"dataset {dataset!r} has no object masks (mask_path column); label by hand or "
                              "with CLIP/SAM instead")
     K = disc.top_features.shape[0]
     skip: set[tuple[int, int]] = set()
     if only_missing:
-        old = ws.labels(dataset, model, source="masks")
+        old = ws.labels(dataset, model, source=source)
         skip = set(zip(old.class_index.astype(int).tolist(), old.feature.astype(int).tolist()))
     todo = {c: [int(j) for j in disc.top_features[c] if (c, int(j)) not in skip] for c in range(K)}
     if not any(todo.values()):
@@ -278,9 +282,9 @@ def run_mask_labels(ws: "Workspace", dataset: str, model: str, *, split: str = "
     imgs = []
     masks = []
     for r in rows:
-        arr = np.asarray(man.load_image(int(r)), dtype=np.float32) / 255.0
-        imgs.append(torch.from_numpy(arr).permute(2, 0, 1))
-        m = man.load_mask(int(r))
+        pixels = np.asarray(man.load_image(int(r)).convert("RGB"), dtype=np.uint8)
+        imgs.append(torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1))
+        m = man.load_mask(int(r)) if segmenter is None else np.asarray(segmenter(pixels), dtype=bool)
         if m is None:
             raise SpurAuditError(f"row {int(r)} of {dataset}/{split} has no mask; all images need one")
         masks.append(m)
@@ -294,6 +298,8 @@ def run_mask_labels(ws: "Workspace", dataset: str, model: str, *, split: str = "
                                     skip=skip, device=device, progress=progress)
     for r in labels:
         r.update(dataset=dataset, model=model)
+        if segmenter is not None:
+            r.update(source="sam_iou", annotator="sam")
     return ws.add_labels(labels)
 
 

@@ -32,6 +32,8 @@ def _free_port() -> int:
 def chromium_path() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
+        if os.environ.get("SPURAUDIT_REQUIRE_BROWSER") == "1":  # CI installed it: a skip would hide a failure
+            pytest.fail("SPURAUDIT_REQUIRE_BROWSER=1 but chromium is not on PATH")
         pytest.skip("chromium is not installed (apt-get install -y chromium); CI installs it")
     try:
         import playwright.sync_api  # noqa: F401

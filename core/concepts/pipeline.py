@@ -1,0 +1,125 @@
+"""Workspace-level concept steps: SAM-IoU feature labels, CLIP concept spuriosity, CLIP feature labels.
+
+Each reads the workspace (dataset manifest, discovery, feature store), runs a backend, and writes its
+results through the workspace: labels with source ``sam_iou`` / ``clip`` (never overwriting a person's
+answers: verdicts prefer human answers), concept scores under ``concepts/<dataset>/``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from core.concepts.clip import ClipConfig, ClipScorer, concept_spuriosity, suggest_feature_labels
+from core.concepts.sam import SamConfig, SamSegmenter
+from core.errors import SpurAuditError
+from core.progress import ProgressFn, null_progress, sub_progress
+
+
+def concept_dir(dataset: str) -> str:
+    return f"concepts/{dataset}"
+
+
+def run_sam_labels(ws, dataset: str, model: str, *, sam: SamConfig | None = None, split: str = "train",
+                   device: str = "auto", progress: ProgressFn | None = None) -> int:
+    """Label the discovered (class, feature) pairs by IoU with SAM object masks (source ``sam_iou``).
+
+    Needs a discovery (``python -m core discover``). Returns the number of labels written.
+    """
+    from core.audit.labels import MaskLabelConfig
+    from core.audit.pipeline import run_mask_labels
+
+    segmenter = SamSegmenter(sam or SamConfig(), device=device)
+    # SAM masks are filled regions: compare with the feature mask at the object's own area, as the
+    # IoU thresholds calibrated on thin digit strokes do not carry over (see MaskLabelConfig).
+    config = MaskLabelConfig(quantile="object", core_iou=0.5, spurious_iou=0.3)
+    return run_mask_labels(ws, dataset, model, split=split, config=config, device=device,
+                           segmenter=lambda image: segmenter.object_mask(image)[0], progress=progress)
+
+
+def _split_images(ws, dataset: str, split: str, *, progress: ProgressFn) -> tuple[torch.Tensor, np.ndarray, object]:
+    from core.data import load_manifest
+
+    manifest = load_manifest(ws, dataset).split(split)
+    if len(manifest) == 0:
+        raise SpurAuditError(f"dataset {dataset!r} has no {split!r} rows")
+    x, y = manifest.load_tensors(progress=progress)
+    return x, y.numpy(), manifest
+
+
+def run_clip_spuriosity(ws, dataset: str, *, concepts: Sequence[str], core_concepts: Sequence[str] = (),
+                        clip: ClipConfig | None = None, split: str = "val", device: str = "auto",
+                        progress: ProgressFn | None = None) -> dict:
+    """Score every image of ``split`` for the spurious ``concepts`` with CLIP and z-score within class.
+
+    Saves ``concepts/<dataset>/<split>_scores.npy`` (N, T) and ``<split>_spuriosity.npy`` (N,), rows
+    aligned with the split (ascending sample_id), and records the concepts. When the manifest knows
+    which images are bias-aligned, the summary includes the AUROC of the spuriosity for telling
+    aligned from conflicting images (1.0 = the concept is exactly the bias).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    progress = progress or null_progress
+    concepts = [c.strip() for c in concepts if c and c.strip()]
+    if not concepts:
+        raise SpurAuditError("name at least one spurious concept, e.g. --concept water")
+    scorer = ClipScorer(clip or ClipConfig(), device=device)
+    x, labels, manifest = _split_images(ws, dataset, split, progress=sub_progress(progress, 0.0, 0.2))
+    texts = list(concepts) + [c for c in core_concepts if c.strip()]
+    scores = scorer.concept_scores(x, texts, progress=sub_progress(progress, 0.2, 0.95))
+    spur = concept_spuriosity(scores, labels, spurious=list(range(len(concepts))),
+                              core=list(range(len(concepts), len(texts))))
+    base = concept_dir(dataset)
+    ws.save_npy(f"{base}/{split}_scores.npy", scores)
+    ws.save_npy(f"{base}/{split}_spuriosity.npy", spur)
+    known = set(ws.concepts(dataset).text) if len(ws.concepts(dataset)) else set()
+    for text in concepts:
+        if text not in known:
+            ws.add_concept(dataset=dataset, text=text, kind="spurious")
+    for text in core_concepts:
+        if text.strip() and text not in known:
+            ws.add_concept(dataset=dataset, text=text, kind="core")
+    summary = {"dataset": dataset, "split": split, "concepts": concepts, "core_concepts": list(core_concepts),
+               "clip": {"model": scorer.config.model_name, "pretrained": scorer.config.pretrained},
+               "n": int(len(spur)), "scores": f"{base}/{split}_scores.npy",
+               "spuriosity": f"{base}/{split}_spuriosity.npy"}
+    aligned = manifest.aligned
+    if aligned is not None and 0 < np.asarray(aligned, bool).sum() < len(aligned):
+        summary["auroc_aligned_vs_conflicting"] = float(roc_auc_score(np.asarray(aligned, bool), spur))
+    ws.write_json(f"{base}/{split}_summary.json", summary)
+    progress(1.0, "CLIP concept spuriosity saved")
+    return summary
+
+
+def run_clip_labels(ws, dataset: str, model: str, *, concepts: Sequence[str], clip: ClipConfig | None = None,
+                    split: str = "train", top_n: int = 5, device: str = "auto",
+                    progress: ProgressFn | None = None) -> int:
+    """CLIP suggestions (source ``clip``) for every discovered (class, feature): its ``top_n``
+    top-activating images against the class name and the spurious ``concepts``."""
+    from core.audit.pipeline import load_discovery
+    from core.features.store import load_features
+
+    progress = progress or null_progress
+    if top_n < 1:
+        raise SpurAuditError("top_n must be >= 1")
+    disc = load_discovery(ws, dataset, model)
+    fs = load_features(ws, dataset, model, split)
+    man = fs.manifest
+    scorer = ClipScorer(clip or ClipConfig(), device=device)
+    feature_images: dict[tuple[int, int], torch.Tensor] = {}
+    for c in range(disc.top_features.shape[0]):
+        rows = fs.class_rows(c)
+        if rows.size == 0:
+            continue
+        for j in disc.top_features[c]:
+            act = np.asarray(fs.features[rows, int(j)], dtype=np.float32)
+            top = rows[np.argsort(-act, kind="stable")[:top_n]]
+            imgs = [torch.from_numpy(np.asarray(man.load_image(int(r)).convert("RGB"), dtype=np.float32) / 255.0)
+                    .permute(2, 0, 1) for r in top]
+            feature_images[(c, int(j))] = torch.stack(imgs)
+    rows = suggest_feature_labels(scorer, feature_images, class_names=man.class_names, concepts=list(concepts),
+                                  progress=progress)
+    for r in rows:
+        r.update(dataset=dataset, model=model)
+    return ws.add_labels(rows)
