@@ -29,9 +29,11 @@ def _demo(ctx: Any) -> int:
         lines.append(f"  [{s['status']:>6}] {s['step']}{took}")
     audit = summary.get("textures_audit") or {}
     if audit:
+        pooled = audit.get("pooled_gap") or {}
+        gap = pooled.get("gap") if isinstance(pooled, dict) else pooled
+        gap_text = f"{100 * gap:.1f} points" if isinstance(gap, (int, float)) else "n/a"
         lines += ["", f"textures audit: {audit.get('n_core_pairs', 0)} core and {audit.get('n_spurious_pairs', 0)} "
-                      f"spurious (class, feature) pairs; pooled spurious gap "
-                      f"{100 * (audit.get('pooled_gap') or 0):.1f} points on {audit.get('eval_split')}"]
+                      f"spurious (class, feature) pairs; pooled spurious gap {gap_text} on {audit.get('eval_split')}"]
     if summary["runs"]:
         lines += ["", "runs:"]
         for r in summary["runs"]:
