@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny iteration counts (CI smoke test)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--seeds", default=None, help="comma-separated method seeds (default 0,1,2; --quick: 0)")
-    p.add_argument("--conflict", default="0.01,0.05")
+    p.add_argument("--conflict", default=None, help="comma-separated conflicting fractions (default 0.01,0.05; "
+                                                    "--quick: 0.01)")
     p.add_argument("--methods", default=",".join(ALL_METHODS))
     p.add_argument("--sweep", default="", help="extra λ_sparse values for DCWP, e.g. 1e-9,1e-7")
     p.add_argument("--threads", type=int, default=2)
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     budget["finetune_lr"] = args.finetune_lr if args.finetune_lr is not None else 1e-3
     seeds_text = args.seeds if args.seeds is not None else ("0" if args.quick else "0,1,2")
     seeds = [int(s) for s in seeds_text.split(",") if s.strip()]
-    conflicts = _floats(args.conflict)
+    conflicts = _floats(args.conflict if args.conflict is not None else ("0.01" if args.quick else "0.01,0.05"))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(ALL_METHODS))
     if unknown:

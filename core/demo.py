@@ -8,7 +8,7 @@
    measures spurious gaps, and the demo compares low-spuriosity head tuning with error tuning.
 2. ``cmnist``: Colored MNIST with 1 % bias-conflicting training images, a small CNN adversarially
    trained on it (robust features), its features, top features per class, and a debiasing comparison
-   (ERM vs DCWP vs JTT).
+   (ERM vs DCWP).
 
 Every step is idempotent: what already exists in the workspace is reused, so running the demo twice
 costs seconds. ``quick=True`` shrinks every size and budget to a seconds-scale run (tests use it).
@@ -49,18 +49,17 @@ class DemoConfig:
 
     @property
     def comparison_methods(self) -> list[str]:
-        return ["erm", "dcwp"] if self.quick else ["erm", "jtt", "dcwp"]
+        return ["erm", "dcwp"]
 
     @property
     def method_configs(self) -> dict[str, dict[str, Any]]:
         """Budgets per compared method (iterations of batch 256 on 4,000 images ≈ 16 per epoch)."""
         if self.quick:
             configs = {"erm": {"iterations": 20, "eval_every": 10},
-                       "jtt": {"iterations": 20, "eval_every": 10},
                        "dcwp": {"prune_iterations": 20, "finetune_iterations": 20, "pretrain_iterations": 20,
                                 "eval_every": 10, "mining": {"iterations": 20}}}
         else:
-            configs = {"erm": {"iterations": 400}, "jtt": {"iterations": 400},
+            configs = {"erm": {"iterations": 300},
                        "dcwp": {"prune_iterations": 300, "finetune_iterations": 200, "mining": {"iterations": 300}}}
         return {m: c for m, c in configs.items() if m in self.comparison_methods}
 

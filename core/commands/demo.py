@@ -12,7 +12,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         description="Builds, idempotently, two demo audits from data that ships with Python packages: "
                     "digits-on-textures (robust encoder + biased linear head; discovery, mask labels, rankings, "
                     "gaps, report, head tuning) and colored MNIST 1%% (adversarially trained small CNN, "
-                    "features, discovery, ERM/JTT/DCWP comparison).")
+                    "features, discovery, ERM vs DCWP comparison).")
     demo.add_argument("--quick", action="store_true", help="a seconds-scale version (small data, tiny budgets)")
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     demo.set_defaults(handler=_demo)
