@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import resources
-from dashboard.components.guard import NeedsSetup, run_page
+from dashboard.components.guard import run_page
 from dashboard.components.job_monitor import job_monitor, launch, recent_jobs
 from dashboard.components.state import context
 
@@ -68,12 +68,8 @@ def show_sensitivity(sens: pd.DataFrame, class_names: list[str]) -> None:
 def render() -> None:
     st.title("Core crops & feature sensitivity")
     ctx = context()
-    dataset, model = ctx.require_model()
+    dataset, model, splits = ctx.require_features()
     ws = ctx.ws
-    splits = resources.feature_splits(ws, dataset, model)
-    if not splits:
-        raise NeedsSetup(f"No features extracted for **{dataset}** / **{model}** yet. Extract them:",
-                         f"python -m core extract --workspace {ws.root} --dataset {dataset} --model {model}")
     class_names = resources.manifest(ws, dataset).class_names
     can_launch = STEP_KIND in resources.job_kinds()
     with st.expander("Run crops / sensitivity", expanded=False):

@@ -105,12 +105,8 @@ def feature_labels_view(labels: pd.DataFrame, verdicts: pd.DataFrame, class_inde
 def render() -> None:
     st.title("Features")
     ctx = context()
-    dataset, model = ctx.require_model()
+    dataset, model, splits = ctx.require_features()
     ws = ctx.ws
-    splits = resources.feature_splits(ws, dataset, model)
-    if not splits:
-        raise NeedsSetup(f"No features extracted for **{dataset}** / **{model}** yet. Extract them:",
-                         f"python -m core extract --workspace {ws.root} --dataset {dataset} --model {model}")
     split = "train" if "train" in splits else splits[0]
     fs = resources.feature_set(ws, dataset, model, split)
     class_names = resources.manifest(ws, dataset).class_names

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import resources
-from dashboard.components.guard import NeedsSetup, run_page
+from dashboard.components.guard import run_page
 from dashboard.components.ranking_note import saved_ranking_note
 from dashboard.components.state import context
 
@@ -23,12 +23,8 @@ def render() -> None:
 
     st.title("Spurious gaps")
     ctx = context()
-    dataset, model = ctx.require_model()
+    dataset, model, splits = ctx.require_features()
     ws = ctx.ws
-    splits = resources.feature_splits(ws, dataset, model)
-    if not splits:
-        raise NeedsSetup(f"No features extracted for **{dataset}** / **{model}** yet. Extract them:",
-                         f"python -m core extract --workspace {ws.root} --dataset {dataset} --model {model}")
     class_names = resources.manifest(ws, dataset).class_names
     c1, c2 = st.columns([1, 1])
     split = c1.selectbox("Split (held-out images)", splits, index=splits.index(held_out_split(splits)),

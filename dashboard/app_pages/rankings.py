@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import resources
-from dashboard.components.guard import NeedsSetup, run_page
+from dashboard.components.guard import run_page
 from dashboard.components.image_grid import GridItem, image_grid
 from dashboard.components.ranking_note import saved_ranking_note
 from dashboard.components.state import context
@@ -25,12 +25,8 @@ def grid_items(fs, rows: np.ndarray, scores: np.ndarray, preds: np.ndarray) -> l
 def render() -> None:
     st.title("Spuriosity rankings")
     ctx = context()
-    dataset, model = ctx.require_model()
+    dataset, model, splits = ctx.require_features()
     ws = ctx.ws
-    splits = resources.feature_splits(ws, dataset, model)
-    if not splits:
-        raise NeedsSetup(f"No features extracted for **{dataset}** / **{model}** yet. Extract them:",
-                         f"python -m core extract --workspace {ws.root} --dataset {dataset} --model {model}")
     class_names = resources.manifest(ws, dataset).class_names
     c1, c2, c3 = st.columns([1, 2, 1])
     split = c1.selectbox("Split", splits, key="rank_split")

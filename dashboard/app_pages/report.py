@@ -20,12 +20,8 @@ def render() -> None:
 
     st.title("Audit report")
     ctx = context()
-    dataset, model = ctx.require_model()
+    dataset, model, splits = ctx.require_features()
     ws = ctx.ws
-    splits = resources.feature_splits(ws, dataset, model)
-    if not splits:
-        raise NeedsSetup(f"No features extracted for **{dataset}** / **{model}** yet. Extract them:",
-                         f"python -m core extract --workspace {ws.root} --dataset {dataset} --model {model}")
     base = audit_dir(dataset, model)
     if not ws.path(f"{base}/discovery.json").exists():
         raise NeedsSetup(f"The report summarises a saved audit, and **{model}** on **{dataset}** has none "

@@ -62,6 +62,15 @@ class PageContext:
                 f"{shlex.quote(str(self.ws.root))} --dataset {shlex.quote(dataset)} --arch small_cnn")
         return dataset, self.model
 
+    def require_features(self) -> tuple[str, str, list[str]]:
+        """(dataset, model, splits with extracted features); `NeedsSetup` naming the extract command."""
+        dataset, model = self.require_model()
+        splits = resources.feature_splits(self.ws, dataset, model)
+        if not splits:
+            raise NeedsSetup(f"No features extracted for **{dataset}** / **{model}** yet. Extract them:",
+                             f"python -m core extract --workspace {self.ws.root} --dataset {dataset} --model {model}")
+        return dataset, model, splits
+
 
 def open_workspace() -> object:
     """The `Workspace` named in the sidebar; `NeedsSetup` when the folder is not a workspace."""
