@@ -6,7 +6,7 @@ from core.audit.crops import apply_crop, crop_box, evaluate_core_crops, square_b
 from core.audit.sensitivity import (CORRUPTIONS, SensitivityConfig, corrupt, feature_masks, measure_sensitivity,
                                     random_region)
 
-from conftest import red_square_images
+from tests.audit.audit_images import red_square_images
 
 
 def test_square_box_geometry():

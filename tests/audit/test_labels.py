@@ -114,7 +114,7 @@ def test_mask_iou_and_threshold_labels():
 
 
 def test_auto_labels_from_object_masks(channel_model):
-    from conftest import red_square_images
+    from tests.audit.audit_images import red_square_images
 
     from core.audit.labels import MaskLabelConfig, auto_labels_from_masks
 

@@ -7,7 +7,7 @@ from core.features.attack import AttackConfig, default_step_size, feature_attack
 from core.features.maps import activation_maps, binarize, overlay, soft_mask, to_pil
 from core.errors import SpurAuditError
 
-from conftest import red_square_images
+from tests.audit.audit_images import red_square_images
 
 
 def test_nam_is_normalised_channel_resized(channel_model):

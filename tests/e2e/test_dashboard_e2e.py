@@ -57,7 +57,7 @@ def test_gaps_chart_is_drawn(page, app_url):
     open_page(page, app_url, "gaps")
     page.wait_for_selector(".js-plotly-plot .main-svg")
     page.wait_for_selector(".js-plotly-plot .bars path")                    # the bars themselves
-    assert page.get_by_text("Pooled gap").count() == 1
+    assert page.get_by_text("Pooled gap", exact=True).count() == 1          # the metric, not the table header
     screenshot(page, "gaps")
 
 
