@@ -94,6 +94,12 @@ def models_for(ws, dataset: str | None) -> list[str]:
     return [m.name for m in ws.list_models() if m.dataset in (dataset, None) or m.name in with_features]
 
 
+def default_dataset(ws, datasets: list[str]) -> str | None:
+    """The dataset to open first: one with a finished audit (its pages have the most to show), else the first."""
+    audited = [d for d in datasets if any(ws.path(f"audits/{d}").glob("*/summary.json"))]
+    return (audited or datasets or [None])[0]
+
+
 def sidebar() -> None:
     """Draw the workspace picker and the (dataset, model) selectors (errors shown inline)."""
     with st.sidebar:
@@ -114,7 +120,7 @@ def sidebar() -> None:
             st.caption("Workspace is empty.")
             return
         if st.session_state.get(DATASET_KEY) not in datasets:
-            st.session_state[DATASET_KEY] = datasets[0]
+            st.session_state[DATASET_KEY] = default_dataset(ws, datasets)
         st.selectbox("Dataset", datasets, key=DATASET_KEY)
         models = models_for(ws, st.session_state[DATASET_KEY])
         if not models:
@@ -132,7 +138,7 @@ def context() -> PageContext:
     datasets = [d.name for d in ws.list_datasets()]
     dataset = st.session_state.get(DATASET_KEY)
     if dataset not in datasets:
-        dataset = datasets[0] if datasets else None
+        dataset = default_dataset(ws, datasets)
     models = models_for(ws, dataset)
     model = st.session_state.get(MODEL_KEY)
     if model not in models:
