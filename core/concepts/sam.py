@@ -120,12 +120,16 @@ class SamSegmenter:
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two bool masks of the same shape (1.0 when both are empty)."""
+    """IoU of two bool masks of the same shape (1.0 when both are empty: they agree exactly).
+
+    A scalar, shape-checked front to `core.audit.labels.mask_iou`, which computes it.
+    """
+    from core.audit.labels import mask_iou as batched_iou
+
     a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     if a.shape != b.shape:
         raise SpurAuditError(f"masks differ in shape: {a.shape} vs {b.shape}")
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+    return 1.0 if not (a | b).any() else float(batched_iou(a, b))
 
 
 __all__ = ["SamConfig", "SamSegmenter", "mask_iou", "SAM_MODEL_TYPES"]
