@@ -33,10 +33,23 @@ def _check_train(iterations: int, batch_size: int, lr: float, name: str) -> None
         raise SpurAuditError(f"{name}: iterations must be >= 0, batch_size >= 1 and lr > 0")
 
 
+def _check_options(optimizer: str, augment_shift: int, lr_decay=None) -> None:
+    from core.errors import check_choice
+    from core.mitigate.common import OPTIMIZERS
+
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    if augment_shift < 0:
+        raise SpurAuditError(f"augment_shift must be >= 0 pixels, got {augment_shift}")
+    if lr_decay is not None and (len(lr_decay) != 2 or int(lr_decay[0]) < 1 or not 0 < float(lr_decay[1]) <= 1):
+        raise SpurAuditError(f"lr_decay must be (step_size >= 1, gamma in (0, 1]), got {lr_decay}")
+
+
 @dataclass
 class ERMConfig:
-    """Plain ERM: Adam on cross-entropy. select: keep the best validation checkpoint (evaluated every
-    ``eval_every`` steps) instead of the last one. arch: used when no base model is given."""
+    """Plain ERM on cross-entropy. select: keep the best validation checkpoint (evaluated every
+    ``eval_every`` steps) instead of the last one. arch: used when no base model is given.
+    optimizer: "adam" or "sgd" (momentum 0.9); lr_decay: (step_size, gamma) StepLR or None;
+    augment_shift: random translation of training batches (pixels, 0 = none)."""
 
     iterations: int = 1000
     batch_size: int = 256
@@ -45,9 +58,13 @@ class ERMConfig:
     eval_every: int = 100
     select: bool = True
     arch: str = "small_cnn"
+    optimizer: str = "adam"
+    lr_decay: tuple[int, float] | None = None
+    augment_shift: int = 0
 
     def __post_init__(self) -> None:
         _check_train(self.iterations, self.batch_size, self.lr, "ERM")
+        _check_options(self.optimizer, self.augment_shift, self.lr_decay)
 
 
 def _fresh(data: MitigationData, base_model: nn.Module | None, arch: str, seed: int) -> nn.Module:
@@ -74,6 +91,8 @@ def run_erm(data: MitigationData, *, base_model: nn.Module | None = None, config
     history: list[dict] = []
     selector = fit(model, data, iterations=config.iterations, batch_size=config.batch_size, lr=config.lr,
                    weight_decay=config.weight_decay, eval_every=config.eval_every, select=config.select,
+                   optimizer=config.optimizer, lr_decay=tuple(config.lr_decay) if config.lr_decay else None,
+                   augment_shift=config.augment_shift,
                    device=dev, seed=seed, stage="erm", history=history, progress=sub_progress(progress, 0.0, 0.9))
     return finish_result(method="erm", model=model, data=data, params=params_dict(config, seed=seed), device=dev,
                          started=started, history=history, selected_iteration=selector.best_iteration,
@@ -95,8 +114,10 @@ class JTTConfig:
     weight_decay: float = 0.0
     eval_every: int = 100
     arch: str = "small_cnn"
+    augment_shift: int = 0
 
     def __post_init__(self) -> None:
+        _check_options("adam", self.augment_shift)
         if isinstance(self.identification, dict):
             self.identification = MiningConfig(**self.identification)
         _check_train(self.iterations, self.batch_size, self.lr, "JTT")
@@ -125,7 +146,7 @@ def run_jtt(data: MitigationData, *, base_model: nn.Module | None = None, config
     sampler = IndexSampler(data.n_train, config.batch_size, weights=weights, seed=seed + 4000)
     selector = fit(model, data, iterations=config.iterations, lr=config.lr, weight_decay=config.weight_decay,
                    sampler=sampler, eval_every=config.eval_every, select=True, device=dev, seed=seed,
-                   stage="jtt", history=history, progress=sub_progress(progress, 0.2, 0.9))
+                   augment_shift=config.augment_shift, stage="jtt", history=history, progress=sub_progress(progress, 0.2, 0.9))
     return finish_result(method="jtt", model=model, data=data,
                          params=params_dict(config, seed=seed, lambda_up_used=lambda_up), device=dev,
                          started=started, history=history, mining=mining.metrics,
@@ -149,8 +170,11 @@ class MRMConfig:
     batch_size: int = 256
     eval_every: int = 100
     pretrain_iterations: int = 1000
+    gumbel_input: str = "sigmoid"
+    augment_shift: int = 0
 
     def __post_init__(self) -> None:
+        _check_options("adam", self.augment_shift)
         _check_train(self.prune_iterations, self.batch_size, self.prune_lr, "MRM pruning")
         _check_train(self.retrain_iterations, self.batch_size, self.retrain_lr, "MRM retraining")
         if self.lambda_sparse < 0:
@@ -192,7 +216,8 @@ def run_mrm(data: MitigationData, *, base_model: nn.Module | None = None, config
     model, info = prune_weights(model, data, iterations=config.prune_iterations, lr=config.prune_lr,
                                 lambda_sparse=config.lambda_sparse, sampler=sampler, loss_fn=ce, tau=config.tau,
                                 mask_init=config.mask_init, eval_every=config.eval_every, device=dev,
-                                history=history, progress=sub_progress(progress, 0.2, 0.5))
+                                history=history, progress=sub_progress(progress, 0.2, 0.5),
+                                gumbel_input=config.gumbel_input, augment_shift=config.augment_shift)
     masks = masks_of(model)
     # reset every surviving weight (and BN/bias) to its initial value; the fixed masks stay attached
     with torch.no_grad():
@@ -204,6 +229,7 @@ def run_mrm(data: MitigationData, *, base_model: nn.Module | None = None, config
     sampler = IndexSampler(data.n_train, config.batch_size, seed=seed + 6000)
     selector = fit(model, data, iterations=config.retrain_iterations, lr=config.retrain_lr, sampler=sampler,
                    eval_every=config.eval_every, select=True, device=dev, seed=seed, stage="retrain",
+                   augment_shift=config.augment_shift,
                    history=history, progress=sub_progress(progress, 0.5, 0.95))
     return finish_result(method="mrm", model=model, data=data, params=params_dict(config, seed=seed), device=dev,
                          started=started, history=history, sparsity=sparsity_of_masks(masks),

@@ -544,11 +544,44 @@ def ce_loss_fn(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, idx: torch.
     return F.cross_entropy(model(xb), yb)
 
 
+OPTIMIZERS = ("adam", "sgd")
+
+
+def random_shift(images: torch.Tensor, max_shift: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Translate each image of a batch by its own random offset in [-max_shift, max_shift] pixels.
+
+    ``images``: (B, C, H, W) float; the uncovered border is filled with zeros. Returns a new tensor of
+    the same shape (the input is untouched); ``max_shift <= 0`` returns ``images`` itself. Offsets are
+    drawn on the CPU from ``generator`` (seeded runs stay reproducible).
+    """
+    k = int(max_shift)
+    if k <= 0:
+        return images
+    b, c, h, w = images.shape
+    offsets = torch.randint(0, 2 * k + 1, (2, b), generator=generator).to(images.device)   # (2, B) in [0, 2k]
+    padded = F.pad(images, (k, k, k, k))                                                  # (B, C, H+2k, W+2k)
+    rows = torch.arange(h, device=images.device)[None, :] + offsets[0][:, None]             # (B, H)
+    cols = torch.arange(w, device=images.device)[None, :] + offsets[1][:, None]             # (B, W)
+    batch = torch.arange(b, device=images.device)[:, None, None, None]
+    chan = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def make_optimizer(name: str, params, *, lr: float, weight_decay: float = 0.0,
+                   momentum: float = 0.9) -> torch.optim.Optimizer:
+    """Adam, or SGD with ``momentum``; ``name`` is checked against `OPTIMIZERS`."""
+    check_choice("optimizer", name, OPTIMIZERS)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
 def fit(model: nn.Module, data: MitigationData, *, iterations: int, batch_size: int = 256, lr: float = 1e-3,
         weight_decay: float = 0.0, sampler: IndexSampler | None = None, loss_fn: LossFn | None = None,
         params: list[nn.Parameter] | None = None, eval_every: int = 0, select: bool = True,
         lr_decay: tuple[int, float] | None = None, eval_at_start: bool = False, device: torch.device,
-        seed: int = 0, stage: str = "train",
+        seed: int = 0, stage: str = "train", optimizer: str = "adam", momentum: float = 0.9,
+        on_step: Callable[[int], None] | None = None, augment_shift: int = 0,
         history: list[dict] | None = None, progress: ProgressFn | None = None) -> ValSelector:
     """Train ``model`` in place with Adam on in-memory training tensors.
 
@@ -561,6 +594,11 @@ def fit(model: nn.Module, data: MitigationData, *, iterations: int, batch_size: 
             appended to ``history`` (val metrics only).
         select: restore the best validation checkpoint at the end (when a val split exists).
         lr_decay: ``(step_size, gamma)`` of a StepLR schedule, or None.
+        optimizer: "adam" or "sgd" (with ``momentum``; the DCWP reference's CMNIST setting).
+        on_step: called with the step number after every optimiser step (e.g. to score samples
+            along the training trajectory); it must leave the model in training mode.
+        augment_shift: translate every training batch by up to this many pixels (`random_shift`);
+            0 = no augmentation. Evaluation never sees augmented images.
         eval_at_start: also evaluate (and make selectable, as iteration 0) the model before training.
 
     Returns the `ValSelector` (``best_iteration`` = selected step, or None without val/selection;
@@ -579,7 +617,7 @@ def fit(model: nn.Module, data: MitigationData, *, iterations: int, batch_size: 
         if has_val and select:
             selector.update(model, quick_val_metrics(model, data, device=device), 0)
         return selector
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    opt = make_optimizer(optimizer, params, lr=lr, weight_decay=weight_decay, momentum=momentum)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_decay[0], gamma=lr_decay[1]) if lr_decay else None
     x_train, y_train = data.x_train, data.y_train
     on_cpu = device.type == "cpu"
@@ -599,12 +637,16 @@ def fit(model: nn.Module, data: MitigationData, *, iterations: int, batch_size: 
         idx = sampler.next()
         gidx = idx if on_cpu else idx.to(device)
         xb, yb = x_train[gidx], y_train[gidx]
+        if augment_shift > 0:
+            xb = random_shift(xb, augment_shift, generator=sampler.generator)
         loss = loss_fn(model, xb, yb, idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if sched is not None:
             sched.step()
+        if on_step is not None:
+            on_step(step)
         running += float(loss.detach())
         selector.step_wall_s += time.perf_counter() - w0
         selector.step_cpu_s += time.process_time() - c0

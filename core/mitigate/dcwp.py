@@ -2,19 +2,20 @@
 
 Stages, all on in-memory tensors (index batches; no DataLoader):
 
-1. Mining (`core.mitigate.mining`): a GCE bias-capturing model (q = 0.7); its misclassified training
-   samples are the proxy bias-conflicting set.
+1. Mining (`core.mitigate.mining`): a GCE bias-capturing model (q = 0.7); the training samples it
+   misclassifies (or, with ``score="average"``, whose bias score stays high along its training) are
+   the proxy bias-conflicting set.
 2. Pruning: one mask logit per weight of every Conv2d/Linear layer (`core.models.gates`, init 1.5,
-   Gumbel-sigmoid with hard straight-through, τ = 1); the pretrained (biased ERM) weights are frozen
-   and only the logits train (Adam, lr 1e-2). Loss per step::
+   Gumbel-sigmoid with hard straight-through, τ = 1, fed σ(m) as in the public code); the pretrained
+   (biased ERM) weights are frozen and only the logits train (Adam, lr 1e-2). Loss per step::
 
-       CE(batch drawn with mined samples oversampled λ_up times)
+       CE(batch drawn with mined samples oversampled prune_λ_up times)
        + λ_sparse · Σ logits + λ_align · debiased SupCon (τ = 0.07, `core.mitigate.supcon`)
 
-3. Final mask = logit ≥ 0; the surviving weights are fine-tuned (no reset) with the same
-   oversampled CE + alignment loss (Adam, lr 1e-3). The checkpoint with the best *validation*
-   unbiased accuracy is kept (never test); the pruned model before fine-tuning (iteration 0) is a
-   candidate too.
+3. Final mask = logit ≥ 0; the surviving weights are fine-tuned (no reset) with the same loss, mined
+   samples oversampled λ_up times (SGD, momentum 0.9, lr 1e-2, weight decay 1e-4). The checkpoint
+   with the best *validation* unbiased accuracy is kept (never test); the pruned model before
+   fine-tuning (iteration 0) is a candidate too.
 
 `prune_weights` (stage 2) is shared with the MRM baseline (`core.mitigate.baselines`).
 """
@@ -32,7 +33,7 @@ from torch import nn
 
 from core.device import resolve_device
 from core.errors import SpurAuditError
-from core.mitigate.common import (IndexSampler, MitigationData, MitigationResult, finish_result, fit,
+from core.mitigate.common import (IndexSampler, MitigationData, MitigationResult, finish_result, fit, random_shift,
                                   lambda_up_for_fraction, oversample_weights, params_dict, quick_val_metrics,
                                   register_method, set_seed)
 from core.mitigate.mining import MiningConfig, MiningResult, mine_conflicting
@@ -44,11 +45,19 @@ from core.progress import ProgressFn, null_progress, sub_progress
 class DCWPConfig:
     """DCWP hyper-parameters (defaults: the paper's CMNIST setting).
 
-    prune_iterations / prune_lr: Adam on the mask logits. finetune_iterations / finetune_lr: Adam on
-    the surviving weights. lambda_sparse: weight of Σ logits (1e-8 CMNIST, 1e-9 ResNet-18).
-    lambda_up: oversampling factor of mined samples; None = by the mined fraction
-    (0.5/1/2/5 % -> 80/50/30/10). lambda_align: weight of the alignment loss (0 disables it);
-    temperature: its τ. tau / mask_init: Gumbel temperature and initial logit.
+    prune_iterations / prune_lr: Adam on the mask logits. finetune_iterations / finetune_lr /
+    finetune_optimizer / finetune_weight_decay: training of the surviving weights (SGD with momentum
+    0.9, lr 1e-2, weight decay 1e-4: the reference's CMNIST setting). lambda_sparse: weight of Σ logits
+    (1e-8 CMNIST, 1e-9 ResNet-18).
+    lambda_up: oversampling factor of mined samples during fine-tuning; None = by the mined fraction
+    (0.5/1/2/5 % -> 80/50/30/10). prune_lambda_up: the same during pruning (None = lambda_up; the
+    public code oversamples 80× while pruning whatever the fraction). lambda_align: weight of the
+    alignment loss (0 disables it); temperature: its τ; align_aligned_term: include its second
+    (bias-aligned spreading) term. tau / mask_init: Gumbel temperature and initial logit.
+    gumbel_input: "sigmoid" (default) feeds σ(m) to the Gumbel-sigmoid as the public DCWP code does,
+    so every weight keeps a 27–50 % chance of being dropped while the masks are learned (keep
+    probability σ(σ(m)) ∈ (0.5, 0.73)); "score" feeds m itself (keep probability σ(m)). Final mask:
+    m ≥ 0 either way. augment_shift: random translation (pixels) of training batches in both stages.
     eval_every: validation evaluation period (selection during fine-tuning).
     prune_eval_every: validation evaluations during pruning, for the history only (0 = none).
     pretrain_iterations: ERM pretraining when no base model is given.
@@ -59,13 +68,19 @@ class DCWPConfig:
     finetune_iterations: int = 1000
     batch_size: int = 256
     prune_lr: float = 1e-2
-    finetune_lr: float = 1e-3
+    finetune_lr: float = 1e-2
+    finetune_optimizer: str = "sgd"
+    finetune_weight_decay: float = 1e-4
     lambda_sparse: float = 1e-8
     lambda_up: float | None = None
+    prune_lambda_up: float | None = 80.0
     lambda_align: float = 0.05
+    align_aligned_term: bool = True
     temperature: float = 0.07
     tau: float = 1.0
     mask_init: float = 1.5
+    gumbel_input: str = "sigmoid"
+    augment_shift: int = 0
     eval_every: int = 100
     prune_eval_every: int = 0
     pretrain_iterations: int = 1000
@@ -82,11 +97,21 @@ class DCWPConfig:
             raise SpurAuditError("DCWP learning rates must be > 0")
         if self.lambda_sparse < 0 or self.lambda_align < 0:
             raise SpurAuditError("lambda_sparse and lambda_align must be >= 0")
-        if self.lambda_up is not None and self.lambda_up <= 0:
-            raise SpurAuditError("lambda_up must be > 0 (or None to pick it from the mined fraction)")
+        for name in ("lambda_up", "prune_lambda_up"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise SpurAuditError(f"{name} must be > 0 (or None to pick it from the mined fraction)")
+        from core.errors import check_choice
+        from core.mitigate.common import OPTIMIZERS
+        from core.models.gates import GUMBEL_INPUTS
+
+        check_choice("finetune_optimizer", self.finetune_optimizer, OPTIMIZERS)
+        check_choice("gumbel_input", self.gumbel_input, GUMBEL_INPUTS)
+        if self.augment_shift < 0 or self.finetune_weight_decay < 0:
+            raise SpurAuditError("augment_shift and finetune_weight_decay must be >= 0")
 
 
-def make_loss(mined: torch.Tensor | None, *, lambda_align: float, temperature: float):
+def make_loss(mined: torch.Tensor | None, *, lambda_align: float, temperature: float, aligned_term: bool = True):
     """``loss_fn(model, xb, yb, idx)`` = CE + λ_align · debiased SupCon on the model's penultimate features.
 
     ``mined``: bool (N_train,) on CPU (indexed with the batch's row indices), or None (plain CE).
@@ -96,7 +121,8 @@ def make_loss(mined: torch.Tensor | None, *, lambda_align: float, temperature: f
         feats = model.features(xb)                 # (B, D)
         loss = F.cross_entropy(model.forward_head(feats), yb)
         if mined is not None and lambda_align > 0:
-            loss = loss + lambda_align * debiased_supcon_loss(feats, yb, mined[idx], temperature=temperature)
+            loss = loss + lambda_align * debiased_supcon_loss(feats, yb, mined[idx], temperature=temperature,
+                                                             aligned_term=aligned_term)
         return loss
 
     return loss_fn
@@ -105,7 +131,8 @@ def make_loss(mined: torch.Tensor | None, *, lambda_align: float, temperature: f
 def prune_weights(model: nn.Module, data: MitigationData, *, iterations: int, lr: float, lambda_sparse: float,
                   sampler: IndexSampler, loss_fn, tau: float = 1.0, mask_init: float = 1.5, eval_every: int = 0,
                   device: torch.device, history: list[dict] | None = None,
-                  progress: ProgressFn | None = None) -> tuple[nn.Module, dict]:
+                  progress: ProgressFn | None = None, gumbel_input: str = "score",
+                  augment_shift: int = 0) -> tuple[nn.Module, dict]:
     """Learn DCWP weight masks on a copy-free ``model`` (modified in place) and fix them.
 
     Gates every Conv2d/Linear weight (`GatedModel`, kind "dcwp"), trains only the logits with Adam on
@@ -118,7 +145,7 @@ def prune_weights(model: nn.Module, data: MitigationData, *, iterations: int, lr
     from core.models.gates import GateConfig, GatedModel
 
     progress = progress or null_progress
-    gated = GatedModel(model, GateConfig(kind="dcwp", init=float(mask_init), tau=float(tau))).to(device)
+    gated = GatedModel(model, GateConfig(kind="dcwp", init=float(mask_init), tau=float(tau), gumbel_input=gumbel_input)).to(device)
     opt = torch.optim.Adam(gated.gate_parameters(), lr=lr)
     x_train, y_train = data.x_train, data.y_train
     on_cpu = device.type == "cpu"
@@ -134,7 +161,10 @@ def prune_weights(model: nn.Module, data: MitigationData, *, iterations: int, lr
         w0, c0 = time.perf_counter(), time.process_time()
         idx = sampler.next()
         gidx = idx if on_cpu else idx.to(device)
-        task = loss_fn(inner, x_train[gidx], y_train[gidx], idx)
+        xb = x_train[gidx]
+        if augment_shift > 0:
+            xb = random_shift(xb, augment_shift, generator=sampler.generator)
+        task = loss_fn(inner, xb, y_train[gidx], idx)
         reg = gated.regularizer()
         loss = task + lambda_sparse * reg
         opt.zero_grad(set_to_none=True)
@@ -204,21 +234,26 @@ def run_dcwp(data: MitigationData, *, base_model: nn.Module | None = None, confi
     mined = torch.from_numpy(np.asarray(mining.mined, dtype=bool))
     n_mined = int(mined.sum())
     lambda_up = config.lambda_up if config.lambda_up is not None else lambda_up_for_fraction(n_mined / data.n_train)
+    prune_up = config.prune_lambda_up if config.prune_lambda_up is not None else lambda_up
     weights = oversample_weights(data.n_train, mined, lambda_up) if n_mined else None
+    prune_weights_ = oversample_weights(data.n_train, mined, prune_up) if n_mined else None
     loss_fn = make_loss(mined if n_mined else None, lambda_align=config.lambda_align,
-                        temperature=config.temperature)
+                        temperature=config.temperature, aligned_term=config.align_aligned_term)
 
     t0 = time.perf_counter()
-    sampler = IndexSampler(data.n_train, config.batch_size, weights=weights, seed=seed + 2000)
+    sampler = IndexSampler(data.n_train, config.batch_size, weights=prune_weights_, seed=seed + 2000)
     model, info = prune_weights(model, data, iterations=config.prune_iterations, lr=config.prune_lr,
                                 lambda_sparse=config.lambda_sparse, sampler=sampler, loss_fn=loss_fn,
                                 tau=config.tau, mask_init=config.mask_init, eval_every=config.prune_eval_every,
-                                device=dev, history=history, progress=sub_progress(progress, 0.25, 0.7))
+                                device=dev, history=history, progress=sub_progress(progress, 0.25, 0.7),
+                                gumbel_input=config.gumbel_input, augment_shift=config.augment_shift)
     prune_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
     sampler = IndexSampler(data.n_train, config.batch_size, weights=weights, seed=seed + 3000)
     selector = fit(model, data, iterations=config.finetune_iterations, lr=config.finetune_lr, sampler=sampler,
+                   optimizer=config.finetune_optimizer, weight_decay=config.finetune_weight_decay,
+                   augment_shift=config.augment_shift,
                    loss_fn=loss_fn, eval_every=config.eval_every, select=True, eval_at_start=True, device=dev, seed=seed,
                    stage="finetune", history=history, progress=sub_progress(progress, 0.7, 0.95))
     finetune_s = time.perf_counter() - t1
@@ -226,7 +261,7 @@ def run_dcwp(data: MitigationData, *, base_model: nn.Module | None = None, confi
 
     masks = masks_of(model)
     result = finish_result(
-        method="dcwp", model=model, data=data, params=params_dict(config, seed=seed, lambda_up_used=lambda_up),
+        method="dcwp", model=model, data=data, params=params_dict(config, seed=seed, lambda_up_used=lambda_up, prune_lambda_up_used=prune_up),
         device=dev, started=started, history=history, sparsity=sparsity_of_masks(masks) if masks else info["sparsity"],
         mining=mining.metrics, selected_iteration=selector.best_iteration,
         extra={"mined_indices": mining.indices, "masks": masks},

@@ -405,15 +405,25 @@ def _run(kind: str, data: Any, *, base_model: nn.Module, config: HeadTuningConfi
         idx = select_lowest(ranking, k_per_class=config.k_per_class, fraction=config.fraction)
     else:
         idx = np.flatnonzero(logits["train"].argmax(1) != y_tr).astype(np.int64)
-        if len(idx) == 0:
-            raise SpurAuditError("error tuning found no misclassified training image (the model fits the "
-                                 "training split perfectly); use head-tuning instead")
-    progress(0.1, f"tuning the head on {len(idx)} images")
     before_pred = logits["val"].argmax(1)
     gap_before = val_spurious_gap(val_ranking, before_pred, k=config.gap_k)
-    outcome = tune_head(model.head, torch.as_tensor(feats["train"][idx]), torch.as_tensor(y_tr[idx]),
-                        val_features=torch.as_tensor(feats["val"]), val_labels=data.y_val, val_ranking=val_ranking,
-                        config=config, seed=seed, device=dev, progress=sub_progress(progress, 0.1, 0.8))
+    note = None
+    if len(idx) == 0 and kind == "error-tuning":
+        # A model that fits every training image leaves error tuning nothing to learn from: the
+        # honest result is the unchanged head (reported as such), not a failed comparison.
+        note = ("error tuning found no misclassified training image (the model fits the training split "
+                "perfectly): the head is unchanged; use head-tuning instead")
+        progress(0.1, note)
+        yv = data.y_val.numpy()
+        outcome = HeadTuningOutcome(head=copy.deepcopy(model.head), history=[{
+            "epoch": 0, "train_loss": None, "val_accuracy": float((before_pred == yv).mean()),
+            "val_gap": gap_before}], stopped_epoch=0, early_stopped=False)
+    else:
+        progress(0.1, f"tuning the head on {len(idx)} images")
+        outcome = tune_head(model.head, torch.as_tensor(feats["train"][idx]), torch.as_tensor(y_tr[idx]),
+                            val_features=torch.as_tensor(feats["val"]), val_labels=data.y_val,
+                            val_ranking=val_ranking, config=config, seed=seed, device=dev,
+                            progress=sub_progress(progress, 0.1, 0.8))
     with torch.no_grad():
         model.head.weight.copy_(outcome.head.weight.detach())
         model.head.bias.copy_(outcome.head.bias.detach())
@@ -428,6 +438,8 @@ def _run(kind: str, data: Any, *, base_model: nn.Module, config: HeadTuningConfi
     result.metrics["n_tuned_on"] = int(len(idx))
     result.metrics["early_stopped"] = outcome.early_stopped
     result.metrics["spuriosity_source"] = info["source"]
+    if note:
+        result.metrics["note"] = note
     return result
 
 

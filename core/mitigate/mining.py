@@ -27,6 +27,7 @@ from core.mitigate.metrics import model_outputs
 from core.progress import ProgressFn, null_progress
 
 MINING_METHODS = ("gce", "erm")
+MINING_SCORES = ("final", "average")
 
 
 @dataclass
@@ -36,6 +37,11 @@ class MiningConfig:
     method: "gce" (q-weighted CE, LfF/DCWP) or "erm" (early-stopped CE, JTT).
     q: GCE exponent in (0, 1]. iterations/batch_size/lr: Adam training of the bias model (from a
     fresh initialisation of the base model's architecture, or ``arch`` when no base model is given).
+    score: "final" mines the samples the final bias model misclassifies; "average" mines the samples
+    whose bias score ``1 − p_y(x)``, averaged over evaluations every ``score_every`` steps (0 = once
+    per epoch) along the training trajectory, exceeds ``threshold``. The average is robust to both
+    failure modes of the final model: an underfit model (everything looks conflicting) and a model
+    that has memorised the few conflicting samples by the end (they stop looking conflicting).
     """
 
     method: str = "gce"
@@ -44,9 +50,17 @@ class MiningConfig:
     batch_size: int = 256
     lr: float = 1e-3
     arch: str = "small_cnn"
+    score: str = "final"
+    threshold: float = 0.5
+    score_every: int = 0
 
     def __post_init__(self) -> None:
         check_choice("mining method", self.method, MINING_METHODS)
+        check_choice("mining score", self.score, MINING_SCORES)
+        if not 0.0 < float(self.threshold) < 1.0:
+            raise SpurAuditError(f"mining threshold must be in (0, 1), got {self.threshold}")
+        if self.score_every < 0:
+            raise SpurAuditError("mining score_every must be >= 0 (0 = once per epoch)")
         if not 0.0 < float(self.q) <= 1.0:
             raise SpurAuditError(f"GCE q must be in (0, 1], got {self.q} (DCWP uses 0.7)")
         if self.iterations < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -119,13 +133,38 @@ def mine_conflicting(data: MitigationData, *, config: MiningConfig | None = None
     else:
         loss_fn = None  # plain cross-entropy
     sampler = IndexSampler(data.n_train, config.batch_size, seed=seed + 1001)
+    y_np = data.y_train.numpy()
+    score_sum = np.zeros(data.n_train, dtype=np.float64)
+    n_scores = 0
+    every = config.score_every or max(1, -(-data.n_train // config.batch_size))   # ceil: once per epoch
+
+    def bias_score() -> np.ndarray:
+        """(N_train,) 1 − p_y(x) under the current bias model."""
+        logits, _ = model_outputs(model, data.x_train, device=dev)
+        z = logits - logits.max(1, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+        return 1.0 - p[np.arange(len(y_np)), y_np]
+
+    def on_step(step: int) -> None:
+        nonlocal n_scores
+        if config.score == "average" and step % every == 0:
+            score_sum[:] += bias_score()
+            n_scores += 1
+            model.train()
+
     fit(model, data, iterations=config.iterations, lr=config.lr, sampler=sampler, loss_fn=loss_fn, select=False,
-        device=dev, seed=seed, stage=f"mining-{config.method}", progress=progress)
-    logits, _ = model_outputs(model, data.x_train, device=dev)
-    mined = logits.argmax(1) != data.y_train.numpy()
+        device=dev, seed=seed, stage=f"mining-{config.method}", progress=progress, on_step=on_step)
+    if config.score == "average":
+        if n_scores == 0:   # fewer steps than one scoring period: score the final model
+            score_sum[:] = bias_score()
+            n_scores = 1
+        mined = score_sum / n_scores > config.threshold
+    else:
+        logits, _ = model_outputs(model, data.x_train, device=dev)
+        mined = logits.argmax(1) != y_np
     wall = time.perf_counter() - started
     tr = data.split("train")
-    metrics = {"method": config.method, "wall_time_s": wall}
+    metrics = {"method": config.method, "score": config.score, "wall_time_s": wall}
     if tr.has_bias:
         metrics.update(mining_scores(mined, tr.aligned.numpy(), tr.bias.numpy()))
     else:

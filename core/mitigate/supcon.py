@@ -32,7 +32,7 @@ from core.errors import SpurAuditError
 
 
 def debiased_supcon_loss(features: torch.Tensor, labels: torch.Tensor, conflicting: torch.Tensor, *,
-                         temperature: float = 0.07, return_terms: bool = False):
+                         temperature: float = 0.07, return_terms: bool = False, aligned_term: bool = True):
     """DCWP alignment loss on one batch (see the module docstring for the formula).
 
     Args:
@@ -77,7 +77,7 @@ def debiased_supcon_loss(features: torch.Tensor, labels: torch.Tensor, conflicti
     pair_a = aligned[:, None] & aligned[None, :] & ~eye            # (B, B)
     n_a = pair_a.sum(1)                                            # (B,)
     anchors = aligned & (n_a > 0)
-    if bool(anchors.any()):
+    if aligned_term and bool(anchors.any()):
         masked = sim.masked_fill(~pair_a, neg_inf)
         u = torch.logsumexp(masked, dim=1) - torch.log(n_a.clamp(min=1).to(sim.dtype))  # (B,)
         term2 = u[anchors].mean()

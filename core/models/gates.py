@@ -34,6 +34,7 @@ from core.errors import SpurAuditError, check_choice
 
 GATE_KINDS = ("dcwp", "ffw")
 GATEABLE = (nn.Conv2d, nn.Linear)
+GUMBEL_INPUTS = ("score", "sigmoid")
 
 
 @dataclass
@@ -51,9 +52,11 @@ class GateConfig:
     tau: float = 1.0
     temperature: float = 1.0
     structured: bool = False
+    gumbel_input: str = "score"
 
     def __post_init__(self) -> None:
         check_choice("gate kind", self.kind, GATE_KINDS)
+        check_choice("gumbel_input", self.gumbel_input, GUMBEL_INPUTS)
         if self.tau <= 0 or self.temperature <= 0:
             raise SpurAuditError("gate temperatures must be > 0 (tau, temperature)")
         if self.init is None:
@@ -70,6 +73,7 @@ class WeightGate(nn.Module):
         super().__init__()
         self.kind = config.kind
         self.tau = float(config.tau)
+        self.gumbel_input = config.gumbel_input
         self.temperature = float(config.temperature)
         shape = (weight_shape[0],) + (1,) * (len(weight_shape) - 1) if config.structured else tuple(weight_shape)
         self.scores = nn.Parameter(torch.full(shape, float(config.init)))
@@ -85,7 +89,8 @@ class WeightGate(nn.Module):
         if self.kind == "dcwp":
             # Gumbel-sigmoid: logistic noise log u - log(1-u), u ~ U(0,1), with hard straight-through.
             u = torch.rand_like(self.scores).clamp_(1e-6, 1 - 1e-6)
-            soft = torch.sigmoid((self.scores + torch.log(u) - torch.log1p(-u)) / self.tau)
+            logit = self.scores if self.gumbel_input == "score" else torch.sigmoid(self.scores)
+            soft = torch.sigmoid((logit + torch.log(u) - torch.log1p(-u)) / self.tau)
             hard = (soft > 0.5).to(soft.dtype)
             return hard + soft - soft.detach()
         # FFW: forward min(1, 2σ(m/T)); backward through the unclamped 2σ(m/T).

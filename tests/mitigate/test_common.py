@@ -101,3 +101,22 @@ def test_evaluate_model_and_masked_export_roundtrip(tmp_path):
         assert torch.allclose(loaded(data.x_val), model(data.x_val), atol=1e-5)
         assert float((loaded.head.weight * (~masks["head"])).abs().sum()) == 0.0
     assert evaluate_model(loaded, data, "val", device="cpu", decodability=False)["accuracy"] == metrics["accuracy"]
+
+
+def test_random_shift_translates_each_image_and_is_seeded():
+    from core.mitigate.common import random_shift
+
+    x = torch.zeros(64, 2, 9, 9)
+    x[:, :, 4, 4] = 1.0                      # one bright pixel in the centre of every image
+    g = torch.Generator().manual_seed(0)
+    out = random_shift(x, 2, generator=g)
+    assert out.shape == x.shape and torch.equal(x[:, :, 4, 4], torch.ones(64, 2))   # input untouched
+    pos = out[:, 0].flatten(1).argmax(1)
+    rows, cols = pos // 9, pos % 9
+    assert out.sum() == x.sum()                                 # nothing falls off with a centred pixel
+    assert int((rows - 4).abs().max()) <= 2 and int((cols - 4).abs().max()) <= 2
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10     # offsets vary per image
+    assert torch.equal(out[:, 0], out[:, 1])                    # channels move together
+    again = random_shift(x, 2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    assert random_shift(x, 0) is x

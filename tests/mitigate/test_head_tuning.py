@@ -140,3 +140,18 @@ def test_head_tuning_errors_are_explained(trained):
         run_head_tuning(data, base_model=model, config={"spuriosity": np.zeros(len(data.y_train))}, device="cpu")
     with pytest.raises(SpurAuditError, match="unknown head-tuning option"):
         run_head_tuning(data, base_model=model, config={"bogus": 1}, device="cpu")
+
+
+def test_error_tuning_without_training_errors_keeps_the_head(trained):
+    data, model = trained
+    perfect = copy.deepcopy(model)
+    # make the training split perfectly fitted: relabel it with the model's own predictions
+    fitted = copy.copy(data)
+    with torch.no_grad():
+        fitted.y_train = perfect(data.x_train).argmax(1)
+    res = run_error_tuning(fitted, base_model=perfect, config={"spuriosity_source": "bias", "epochs": 2},
+                           device="cpu")
+    assert res.metrics["n_tuned_on"] == 0
+    assert "no misclassified" in res.metrics["note"]
+    assert torch.equal(res.model.head.weight, model.head.weight)
+    assert res.extra["stopped_epoch"] == 0

@@ -54,3 +54,34 @@ def test_config_validation():
         MiningConfig(method="lff")
     with pytest.raises(SpurAuditError, match="q"):
         MiningConfig(q=0.0)
+
+
+def test_average_score_mining_finds_the_conflicting_samples():
+    torch.set_num_threads(1)
+    data = cue_data(n_train=400, conflict=0.05)
+    cfg = MiningConfig(method="gce", iterations=14, batch_size=64, lr=3e-3, score="average", score_every=2)
+    res = mine_conflicting(data, config=cfg, base_model=cue_model(), seed=0, device="cpu")
+    m = res.metrics
+    assert m["score"] == "average"
+    assert m["precision"] >= 0.8 and m["recall"] >= 0.7, m
+
+
+def test_average_score_with_one_evaluation_is_the_final_bias_score():
+    torch.set_num_threads(1)
+    data = cue_data(n_train=200, conflict=0.05)
+    # score_every larger than the run: the final model is scored once; threshold 0.5 on 1 - p_y
+    cfg = MiningConfig(method="gce", iterations=6, batch_size=64, lr=3e-3, score="average", score_every=100,
+                       threshold=0.5)
+    res = mine_conflicting(data, config=cfg, base_model=cue_model(), seed=0, device="cpu")
+    with torch.no_grad():
+        res.model.eval()
+        p = res.model(data.x_train).softmax(1)
+    expected = (1 - p[torch.arange(len(data.y_train)), data.y_train] > 0.5).numpy()
+    assert np.array_equal(res.mined, expected)
+
+
+def test_mining_score_options_are_checked():
+    with pytest.raises(SpurAuditError, match="mining score"):
+        MiningConfig(score="median")
+    with pytest.raises(SpurAuditError, match="threshold"):
+        MiningConfig(score="average", threshold=1.5)

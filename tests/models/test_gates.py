@@ -127,3 +127,22 @@ def test_apply_masks_rejects_wrong_layers_and_shapes():
 def test_bad_config():
     with pytest.raises(SpurAuditError, match="valid choices"):
         GateConfig(kind="magnitude")
+
+
+@pytest.mark.parametrize("gumbel_input,keep", [("score", lambda m: torch.sigmoid(m)),
+                                               ("sigmoid", lambda m: torch.sigmoid(torch.sigmoid(m)))])
+def test_dcwp_sampled_keep_rate_matches_the_parametrisation(gumbel_input, keep):
+    """A hard Gumbel-sigmoid sample keeps a weight with probability σ(logit): σ(m) for "score",
+    σ(σ(m)) ∈ (0.5, 0.73) for "sigmoid" (the public code's form, never above σ(1) however large m)."""
+    from core.models.gates import WeightGate
+
+    torch.manual_seed(0)
+    for m in (-2.0, 0.0, 1.5, 6.0):
+        gate = WeightGate(torch.Size([200_000]), GateConfig(kind="dcwp", init=m, gumbel_input=gumbel_input))
+        gate.train()
+        rate = float(gate.gate().mean())
+        assert rate == pytest.approx(float(keep(torch.tensor(m))), abs=0.01)
+        gate.eval()   # the final mask is m >= 0 either way
+        assert float(gate.gate().mean()) == (1.0 if m >= 0 else 0.0)
+    with pytest.raises(SpurAuditError, match="gumbel_input"):
+        GateConfig(gumbel_input="logit")
