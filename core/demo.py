@@ -59,8 +59,10 @@ class DemoConfig:
                        "dcwp": {"prune_iterations": 20, "finetune_iterations": 20, "pretrain_iterations": 20,
                                 "eval_every": 10, "mining": {"iterations": 20}}}
         else:
-            configs = {"erm": {"iterations": 300},
-                       "dcwp": {"prune_iterations": 300, "finetune_iterations": 200, "mining": {"iterations": 300}}}
+            # the same 2-pixel shift augmentation for both, as in benchmarks/debias_cmnist.py
+            configs = {"erm": {"iterations": 300, "augment_shift": 2},
+                       "dcwp": {"prune_iterations": 300, "finetune_iterations": 200, "augment_shift": 2,
+                                "mining": {"iterations": 300, "batch_size": 64}}}
         return {m: c for m, c in configs.items() if m in self.comparison_methods}
 
 

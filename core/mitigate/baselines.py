@@ -106,7 +106,8 @@ class JTTConfig:
     retrained from scratch for ``iterations`` steps with the error set upsampled ``lambda_up`` times
     (None = by the error-set fraction, 0.5/1/2/5 % -> 80/50/30/10)."""
 
-    identification: MiningConfig = field(default_factory=lambda: MiningConfig(method="erm", iterations=100))
+    identification: MiningConfig = field(default_factory=lambda: MiningConfig(method="erm", iterations=100,
+                                                                              score="final"))
     lambda_up: float | None = None
     iterations: int = 1000
     batch_size: int = 256

@@ -50,7 +50,7 @@ class MiningConfig:
     batch_size: int = 256
     lr: float = 1e-3
     arch: str = "small_cnn"
-    score: str = "final"
+    score: str = "average"
     threshold: float = 0.5
     score_every: int = 0
 

@@ -16,8 +16,8 @@ from _cue import cue_data, cue_model
 def test_gce_mining_finds_the_conflicting_samples_of_a_planted_cue():
     torch.set_num_threads(1)
     data = cue_data(n_train=400, conflict=0.05)          # 20 conflicting samples, colour = easy cue
-    res = mine_conflicting(data, config=MiningConfig(method="gce", iterations=10, batch_size=64, lr=3e-3),
-                           base_model=cue_model(), seed=0, device="cpu")
+    res = mine_conflicting(data, config=MiningConfig(method="gce", iterations=10, batch_size=64, lr=3e-3,
+                                                     score="final"), base_model=cue_model(), seed=0, device="cpu")
     m = res.metrics
     assert m["n_conflicting"] == 20
     assert m["precision"] >= 0.8 and m["recall"] >= 0.7, m
