@@ -249,6 +249,64 @@ def table(conflict: float, agg: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def sweep_curve(rows: list[dict]) -> list[dict]:
+    """The DCWP accuracy–sparsity curve: one point per λ_sparse (mean over seeds), sorted by λ_sparse."""
+    import numpy as np
+
+    points: dict[float, list[dict]] = {}
+    for r in rows:
+        if str(r.get("method", "")).startswith("dcwp") and "test" in r and r.get("lambda_sparse") is not None:
+            points.setdefault(float(r["lambda_sparse"]), []).append(r)
+    curve = []
+    for lam in sorted(points):
+        group = points[lam]
+        curve.append({"lambda_sparse": lam, "n_seeds": len(group),
+                      "sparsity": float(np.mean([g["sparsity"] for g in group])),
+                      **{key: float(np.mean([g["test"][key] for g in group]))
+                         for key in ("unbiased_accuracy", "aligned_accuracy", "conflicting_accuracy")}})
+    return curve
+
+
+def curve_table(conflict: float, curve: list[dict]) -> str:
+    lines = [f"DCWP λ_sparse sweep, colored MNIST {100 * conflict:g}% (test split)",
+             f"{'λ_sparse':>10} {'sparsity':>9} {'unbiased':>9} {'aligned':>8} {'conflict':>9}"]
+    for p in curve:
+        lines.append(f"{p['lambda_sparse']:>10.0e} {100 * p['sparsity']:>8.1f}% {100 * p['unbiased_accuracy']:>8.1f}% "
+                     f"{100 * p['aligned_accuracy']:>7.1f}% {100 * p['conflicting_accuracy']:>8.1f}%")
+    return "\n".join(lines)
+
+
+def sweep_figure(conflict: float, curve: list[dict]):
+    """Plotly figure: test accuracies against sparsity, one marker per λ_sparse."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    x = [100 * p["sparsity"] for p in curve]
+    labels = [f"λ={p['lambda_sparse']:.0e}" for p in curve]
+    for key, name in (("unbiased_accuracy", "unbiased"), ("aligned_accuracy", "aligned"),
+                      ("conflicting_accuracy", "conflicting")):
+        fig.add_trace(go.Scatter(x=x, y=[100 * p[key] for p in curve], mode="lines+markers+text", name=name,
+                                 text=labels if key == "unbiased_accuracy" else None, textposition="top center"))
+    fig.update_layout(title=f"DCWP accuracy vs sparsity (λ_sparse sweep), colored MNIST {100 * conflict:g}%",
+                      xaxis_title="sparsity (% of weights pruned)", yaxis_title="test accuracy (%)")
+    return fig
+
+
+def add_sweep_curves(report: dict, *, out: str | None, quiet: bool) -> None:
+    """Add ``sweep_curve`` to every fraction with several λ_sparse values; print it; with ``out`` also
+    write the Plotly figure beside it (``<out>.sweep_<fraction>.html``)."""
+    for conflict, res in report["results"].items():
+        curve = sweep_curve(res["runs"])
+        if len(curve) > 1:
+            res["sweep_curve"] = curve
+            if not quiet:
+                print(curve_table(float(conflict), curve) + "\n", flush=True)
+            if out:
+                html = Path(out).with_suffix(f".sweep_{conflict}.html")
+                sweep_figure(float(conflict), curve).write_html(str(html), include_plotlyjs="cdn")
+                _log(f"accuracy–sparsity curve written to {html}", quiet)
+
+
 def merge(files: list[Path], *, as_json: bool, out: str | None) -> int:
     """Combine the per-run JSON reports of several invocations (same budget) into one table."""
     runs: dict[str, list[dict]] = {}
@@ -263,6 +321,7 @@ def merge(files: list[Path], *, as_json: bool, out: str | None) -> int:
         print("warning: the merged runs used different budgets", file=sys.stderr)
     report = {"budget": budgets[0] if budgets else None, "seeds": sorted(set(seeds)), "merged_from": [str(f) for f in files],
               "results": {c: {"runs": r, "summary": aggregate(r)} for c, r in sorted(runs.items())}}
+    add_sweep_curves(report, out=out, quiet=as_json)
     if out:
         Path(out).write_text(json.dumps(report, indent=1, default=str))
     if as_json:
@@ -342,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         if not quiet:
             print(texts[-1] + "\n", flush=True)
     report["total_wall_time_s"] = time.perf_counter() - started
+    add_sweep_curves(report, out=args.out, quiet=quiet)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1, default=str))
     if args.json:
