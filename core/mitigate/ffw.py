@@ -29,8 +29,11 @@ mined pseudo-bias labels (``use_mined_bias=True``, from `core.mitigate.mining`).
 
 Selection: the gates kept are those of the epoch whose **hard** model has the lowest held-out bias
 accuracy, among epochs whose hard held-out task accuracy is at least the vanilla's minus
-``task_tolerance`` (so a collapsed model, which trivially hides the bias, is never selected; when no
-epoch qualifies, the best task-minus-bias epoch is kept and ``extra["selection_fallback"]`` is True).
+``task_tolerance`` and whose hard model is not collapsed (it predicts more than one class on the
+held-out part — a constant model hides the bias trivially, and when the vanilla itself is at chance the
+accuracy floor alone would not exclude it). When no epoch qualifies, the best task-minus-bias epoch
+among the non-collapsed ones (or among all, if every epoch collapsed) is kept and
+``extra["selection_fallback"]`` is True.
 
 Known pitfalls handled (METHODS.md §3):
 * P divides its input by the batch's overall RMS before a fixed per-feature z-score (`PrivacyHead`), so
@@ -72,6 +75,7 @@ __all__ = [
     "ffw_prune",
     "run_ffw",
     "split_holdout",
+    "select_epoch",
 ]
 
 
@@ -355,6 +359,24 @@ class FFWOutcome:
     privacy: dict = field(default_factory=dict)
 
 
+def select_epoch(rows: list[dict], floor: float) -> tuple[int, bool]:
+    """Index of the epoch whose gates FFW keeps, and whether the fallback rule was used.
+
+    ``rows``: per-epoch dicts with ``hard_task_accuracy``, ``hard_bias_accuracy`` and
+    ``hard_predicted_classes`` (held-out part). Eligible: not collapsed (> 1 predicted class) and task
+    accuracy ≥ ``floor``; among them the lowest bias accuracy wins (ties: higher task accuracy).
+    Fallback: the best task − bias among the non-collapsed epochs (all epochs if every one collapsed).
+    """
+    if not rows:
+        raise SpurAuditError("FFW ran no epoch to select from")
+    alive = [i for i, r in enumerate(rows) if r["hard_predicted_classes"] > 1]
+    eligible = [i for i in alive if rows[i]["hard_task_accuracy"] >= floor]
+    if eligible:
+        return min(eligible, key=lambda i: (rows[i]["hard_bias_accuracy"], -rows[i]["hard_task_accuracy"])), False
+    pool = alive or list(range(len(rows)))
+    return max(pool, key=lambda i: rows[i]["hard_task_accuracy"] - rows[i]["hard_bias_accuracy"]), True
+
+
 def split_holdout(labels: np.ndarray, fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of row indices into (fit, holdout), stratified by ``labels`` (each class with ≥ 2
     rows contributes at least one row to each side). Returns sorted int64 index arrays."""
@@ -535,13 +557,16 @@ def ffw_prune(model: nn.Module, *, x_fit: torch.Tensor, y_fit: torch.Tensor, b_f
         # 3) held-out evaluation of the soft (T) and hard (T -> 0) models
         soft = hold_metrics(soft=True, heads=heads, fresh=False)
         hard = hold_metrics(soft=False, heads=heads, fresh=True)
-        agreement = float((soft.pop("_pred") == hard.pop("_pred")).float().mean())
+        hard_pred = hard.pop("_pred")
+        hard_classes = int(torch.unique(hard_pred).numel())
+        agreement = float((soft.pop("_pred") == hard_pred).float().mean())
         row = {"epoch": epoch + 1, "temperature": temperature, "sparsity": sparsity(),
                "train_task_loss": task_sum / max(steps, 1), "train_mi": mi_sum / max(steps, 1),
                "soft_task_accuracy": soft["task_accuracy"], "soft_mi": soft["mi"],
                "hard_task_accuracy": hard["task_accuracy"], "hard_mi": hard["mi"],
                "hard_privacy_head_accuracy": hard["privacy_head_accuracy"],
-               "hard_bias_accuracy": hard["bias_accuracy"], "agreement": agreement}
+               "hard_bias_accuracy": hard["bias_accuracy"], "agreement": agreement,
+               "hard_predicted_classes": hard_classes}
         history.append(row)
         state = (fgate.scores.detach().clone() if fgate is not None
                  else {n: g.scores.detach().clone() for n, g in gated.gates()})
@@ -569,13 +594,7 @@ def ffw_prune(model: nn.Module, *, x_fit: torch.Tensor, y_fit: torch.Tensor, b_f
 
     # --- selection: lowest held-out bias accuracy of the hard model, task accuracy guarded --------
     floor = vanilla["task_accuracy"] - config.task_tolerance
-    eligible = [i for i, (r, _) in enumerate(snapshots) if r["hard_task_accuracy"] >= floor]
-    fallback = not eligible
-    if eligible:
-        pick = min(eligible, key=lambda i: (snapshots[i][0]["hard_bias_accuracy"], -snapshots[i][0]["hard_task_accuracy"]))
-    else:
-        pick = max(range(len(snapshots)),
-                   key=lambda i: snapshots[i][0]["hard_task_accuracy"] - snapshots[i][0]["hard_bias_accuracy"])
+    pick, fallback = select_epoch([r for r, _ in snapshots], floor)
     row, state = snapshots[pick]
     with torch.no_grad():
         if fgate is not None:

@@ -160,3 +160,20 @@ def test_ffw_mined_pseudo_bias_when_opted_in(trained):
                                                       "mining": {"iterations": 30, "batch_size": 64}},
                   device="cpu")
     assert res.extra["mined_bias"] is True and res.extra["bias_attributes"] == ["bias"]
+
+
+def test_selection_never_keeps_a_collapsed_model():
+    from core.mitigate.ffw import select_epoch
+
+    def row(task, bias, classes):
+        return {"hard_task_accuracy": task, "hard_bias_accuracy": bias, "hard_predicted_classes": classes}
+
+    # vanilla at chance (floor 0.05): the constant model hides the bias perfectly but is never kept
+    rows = [row(0.10, 0.10, 1), row(0.12, 0.60, 7), row(0.11, 0.40, 5)]
+    assert select_epoch(rows, floor=0.05) == (2, False)
+    # nothing reaches the floor: best task - bias among the non-collapsed epochs
+    assert select_epoch([row(0.3, 0.1, 1), row(0.4, 0.9, 4), row(0.35, 0.5, 3)], floor=0.8) == (2, True)
+    # every epoch collapsed: fall back over all of them
+    assert select_epoch([row(0.1, 0.5, 1), row(0.1, 0.2, 1)], floor=0.8) == (1, True)
+    with pytest.raises(SpurAuditError):
+        select_epoch([], floor=0.0)
