@@ -32,12 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.device import resolve_device
-from core.errors import SpurAuditError
-from core.mitigate.common import (IndexSampler, MitigationData, MitigationResult, finish_result, fit, random_shift,
+from core.errors import SpurAuditError, check_choice
+from core.mitigate.common import (OPTIMIZERS, IndexSampler, MitigationData, MitigationResult, finish_result, fit,
                                   lambda_up_for_fraction, oversample_weights, params_dict, quick_val_metrics,
-                                  register_method, set_seed)
+                                  random_shift, register_method, set_seed)
 from core.mitigate.mining import MiningConfig, MiningResult, mine_conflicting
 from core.mitigate.supcon import debiased_supcon_loss
+from core.models.gates import GUMBEL_INPUTS
 from core.progress import ProgressFn, null_progress, sub_progress
 
 
@@ -101,10 +102,6 @@ class DCWPConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise SpurAuditError(f"{name} must be > 0 (or None to pick it from the mined fraction)")
-        from core.errors import check_choice
-        from core.mitigate.common import OPTIMIZERS
-        from core.models.gates import GUMBEL_INPUTS
-
         check_choice("finetune_optimizer", self.finetune_optimizer, OPTIMIZERS)
         check_choice("gumbel_input", self.gumbel_input, GUMBEL_INPUTS)
         if self.augment_shift < 0 or self.finetune_weight_decay < 0:
