@@ -21,9 +21,9 @@ from torch import nn
 
 from core.device import resolve_device
 from core.errors import SpurAuditError
-from core.mitigate.common import (IndexSampler, MitigationData, MitigationResult, default_model, finish_result, fit,
-                                  fresh_copy, lambda_up_for_fraction, oversample_weights, params_dict,
-                                  register_method, set_seed)
+from core.mitigate.common import (IndexSampler, MitigationData, MitigationResult, check_training_options,
+                                  default_model, finish_result, fit, fresh_copy, lambda_up_for_fraction,
+                                  oversample_weights, params_dict, register_method, set_seed)
 from core.mitigate.mining import MiningConfig, MiningResult, mine_conflicting
 from core.progress import ProgressFn, null_progress, sub_progress
 
@@ -31,17 +31,6 @@ from core.progress import ProgressFn, null_progress, sub_progress
 def _check_train(iterations: int, batch_size: int, lr: float, name: str) -> None:
     if iterations < 0 or batch_size < 1 or lr <= 0:
         raise SpurAuditError(f"{name}: iterations must be >= 0, batch_size >= 1 and lr > 0")
-
-
-def _check_options(optimizer: str, augment_shift: int, lr_decay=None) -> None:
-    from core.errors import check_choice
-    from core.mitigate.common import OPTIMIZERS
-
-    check_choice("optimizer", optimizer, OPTIMIZERS)
-    if augment_shift < 0:
-        raise SpurAuditError(f"augment_shift must be >= 0 pixels, got {augment_shift}")
-    if lr_decay is not None and (len(lr_decay) != 2 or int(lr_decay[0]) < 1 or not 0 < float(lr_decay[1]) <= 1):
-        raise SpurAuditError(f"lr_decay must be (step_size >= 1, gamma in (0, 1]), got {lr_decay}")
 
 
 @dataclass
@@ -64,7 +53,7 @@ class ERMConfig:
 
     def __post_init__(self) -> None:
         _check_train(self.iterations, self.batch_size, self.lr, "ERM")
-        _check_options(self.optimizer, self.augment_shift, self.lr_decay)
+        check_training_options(optimizer=self.optimizer, augment_shift=self.augment_shift, lr_decay=self.lr_decay)
 
 
 def _fresh(data: MitigationData, base_model: nn.Module | None, arch: str, seed: int) -> nn.Module:
@@ -118,7 +107,7 @@ class JTTConfig:
     augment_shift: int = 0
 
     def __post_init__(self) -> None:
-        _check_options("adam", self.augment_shift)
+        check_training_options(augment_shift=self.augment_shift)
         if isinstance(self.identification, dict):
             self.identification = MiningConfig(**self.identification)
         _check_train(self.iterations, self.batch_size, self.lr, "JTT")
@@ -147,7 +136,8 @@ def run_jtt(data: MitigationData, *, base_model: nn.Module | None = None, config
     sampler = IndexSampler(data.n_train, config.batch_size, weights=weights, seed=seed + 4000)
     selector = fit(model, data, iterations=config.iterations, lr=config.lr, weight_decay=config.weight_decay,
                    sampler=sampler, eval_every=config.eval_every, select=True, device=dev, seed=seed,
-                   augment_shift=config.augment_shift, stage="jtt", history=history, progress=sub_progress(progress, 0.2, 0.9))
+                   augment_shift=config.augment_shift, stage="jtt", history=history,
+                   progress=sub_progress(progress, 0.2, 0.9))
     return finish_result(method="jtt", model=model, data=data,
                          params=params_dict(config, seed=seed, lambda_up_used=lambda_up), device=dev,
                          started=started, history=history, mining=mining.metrics,
@@ -175,7 +165,7 @@ class MRMConfig:
     augment_shift: int = 0
 
     def __post_init__(self) -> None:
-        _check_options("adam", self.augment_shift)
+        check_training_options(augment_shift=self.augment_shift, gumbel_input=self.gumbel_input)
         _check_train(self.prune_iterations, self.batch_size, self.prune_lr, "MRM pruning")
         _check_train(self.retrain_iterations, self.batch_size, self.retrain_lr, "MRM retraining")
         if self.lambda_sparse < 0:

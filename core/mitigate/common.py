@@ -547,6 +547,22 @@ def ce_loss_fn(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, idx: torch.
 OPTIMIZERS = ("adam", "sgd")
 
 
+def check_training_options(*, optimizer: str | None = None, augment_shift: int = 0, lr_decay=None,
+                           gumbel_input: str | None = None) -> None:
+    """Validate the training options shared by the method configs; raise `SpurAuditError` naming the
+    bad one. ``None`` skips an option the method does not have."""
+    if optimizer is not None:
+        check_choice("optimizer", optimizer, OPTIMIZERS)
+    if gumbel_input is not None:
+        from core.models.gates import GUMBEL_INPUTS
+
+        check_choice("gumbel_input", gumbel_input, GUMBEL_INPUTS)
+    if augment_shift < 0:
+        raise SpurAuditError(f"augment_shift must be >= 0 pixels, got {augment_shift}")
+    if lr_decay is not None and (len(lr_decay) != 2 or int(lr_decay[0]) < 1 or not 0 < float(lr_decay[1]) <= 1):
+        raise SpurAuditError(f"lr_decay must be (step_size >= 1, gamma in (0, 1]), got {lr_decay}")
+
+
 def random_shift(images: torch.Tensor, max_shift: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """Translate each image of a batch by its own random offset in [-max_shift, max_shift] pixels.
 

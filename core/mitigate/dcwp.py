@@ -32,13 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.device import resolve_device
-from core.errors import SpurAuditError, check_choice
-from core.mitigate.common import (OPTIMIZERS, IndexSampler, MitigationData, MitigationResult, finish_result, fit,
-                                  lambda_up_for_fraction, oversample_weights, params_dict, quick_val_metrics,
-                                  random_shift, register_method, set_seed)
+from core.errors import SpurAuditError
+from core.mitigate.common import (IndexSampler, MitigationData, MitigationResult, check_training_options,
+                                  finish_result, fit, lambda_up_for_fraction, oversample_weights, params_dict,
+                                  quick_val_metrics, random_shift, register_method, set_seed)
 from core.mitigate.mining import MiningConfig, MiningResult, mine_conflicting
 from core.mitigate.supcon import debiased_supcon_loss
-from core.models.gates import GUMBEL_INPUTS
 from core.progress import ProgressFn, null_progress, sub_progress
 
 
@@ -102,10 +101,10 @@ class DCWPConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise SpurAuditError(f"{name} must be > 0 (or None to pick it from the mined fraction)")
-        check_choice("finetune_optimizer", self.finetune_optimizer, OPTIMIZERS)
-        check_choice("gumbel_input", self.gumbel_input, GUMBEL_INPUTS)
-        if self.augment_shift < 0 or self.finetune_weight_decay < 0:
-            raise SpurAuditError("augment_shift and finetune_weight_decay must be >= 0")
+        check_training_options(optimizer=self.finetune_optimizer, augment_shift=self.augment_shift,
+                               gumbel_input=self.gumbel_input)
+        if self.finetune_weight_decay < 0:
+            raise SpurAuditError("finetune_weight_decay must be >= 0")
 
 
 def make_loss(mined: torch.Tensor | None, *, lambda_align: float, temperature: float, aligned_term: bool = True):
@@ -134,10 +133,13 @@ def prune_weights(model: nn.Module, data: MitigationData, *, iterations: int, lr
 
     Gates every Conv2d/Linear weight (`GatedModel`, kind "dcwp"), trains only the logits with Adam on
     ``loss_fn(model, xb, yb, idx) + lambda_sparse · Σ logits`` for ``iterations`` steps, then returns
-    ``(model with fixed binary masks (logit >= 0), info)``; its weights are unfrozen (trainable) and
-    not reset. ``info``: ``sparsity``, ``final_reg``, ``step_wall_s`` / ``step_cpu_s`` (seconds spent
-    in training steps, evaluations excluded; CPU = process CPU time, all threads). BatchNorm layers run in train mode (batch
-    statistics, running statistics updated) while masks are sampled.
+    ``(model with fixed binary masks (logit >= 0), info)``; the returned model's weights are unfrozen
+    (trainable) and not reset. ``gumbel_input`` is as in `DCWPConfig` (this function defaults to the
+    textbook "score" form; DCWP and MRM pass their config's "sigmoid"); ``augment_shift`` shifts each
+    batch (`random_shift`). ``info``: ``sparsity``, ``final_reg``, ``step_wall_s`` / ``step_cpu_s``
+    (seconds spent in training steps, evaluations excluded; CPU = process CPU time, all threads).
+    BatchNorm layers run in train mode (batch statistics, running statistics updated) while masks are
+    sampled.
     """
     from core.models.gates import GateConfig, GatedModel
 
