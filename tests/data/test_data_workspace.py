@@ -102,6 +102,9 @@ def test_cli_build_show_list(tmp_path, capsys):
     code, out = _cli(capsys, "dataset", "build", "biased-mnist", "--name", "b1", "--conflict", "0.1",
                      "--n-train", "100", "--n-val", "20", "--n-test", "20", "--workspace", ws)
     assert code == 0 and out["params"]["rho"] == pytest.approx(0.9)
+    code, out = _cli(capsys, "dataset", "build", "biased-mnist", "--name", "b2", "--rho", "0.9", "--train-copies", "2",
+                     "--n-train", "100", "--n-val", "20", "--n-test", "20", "--workspace", ws)
+    assert code == 0 and out["splits"]["train"] == 200 and out["params"]["train_copies"] == 2
     code, out = _cli(capsys, "dataset", "build", "multi-color-mnist", "--name", "m1", "--rho-left", "0.9",
                      "--n-train", "100", "--n-val", "20", "--n-test", "20", "--workspace", ws)
     assert code == 0 and out["bias_columns"] == ["bias_left", "bias_right"]
@@ -113,7 +116,7 @@ def test_cli_build_show_list(tmp_path, capsys):
     code, out = _cli(capsys, "dataset", "show", "c1", "--workspace", ws)
     assert code == 0 and out["summary"]["splits"]["train"]["conflicting"] == 3
     code, out = _cli(capsys, "dataset", "list", "--workspace", ws)
-    assert [d["name"] for d in out["datasets"]] == ["b1", "c1", "m1"]
+    assert [d["name"] for d in out["datasets"]] == ["b1", "b2", "c1", "m1"]
     # user errors: exit 2 with a JSON error object
     code, out = _cli(capsys, "dataset", "build", "multi-color-mnist", "--name", "m2", "--conflict", "0.1",
                      "--workspace", ws)

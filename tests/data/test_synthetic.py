@@ -174,6 +174,38 @@ def test_biased_mnist_exact_and_background(tmp_path):
         assert img.reshape(-1, 3).max(0).tolist() == [255, 255, 255]              # white ink
 
 
+def test_biased_mnist_train_copies(tmp_path):
+    """Each training digit is drawn k times with its own background; ρ holds exactly over all copies."""
+    one = BUILDERS["biased-mnist"](tmp_path / "one", seed=1, rho=0.9, **SMALL)
+    three = BUILDERS["biased-mnist"](tmp_path / "three", seed=1, rho=0.9, train_copies=3, **SMALL)
+    tr1, tr3 = one.df[one.df.split == "train"], three.df[three.df.split == "train"]
+    assert len(tr3) == 3 * len(tr1) == 900
+    _assert_exact(three.df, "train", 0.1)
+    # every source digit appears exactly 3 times, always with its label, in train only
+    counts = tr3.groupby("digit_index").size()
+    assert set(counts) == {3} and len(counts) == len(tr1)
+    assert (tr3.groupby("digit_index")["label"].nunique() == 1).all()
+    assert (tr3.set_index("digit_index")["label"].groupby(level=0).first().sort_index().values
+            == tr1.set_index("digit_index")["label"].sort_index().values).all()
+    # val/test are the same digits as without copies; the copies' ink is identical, backgrounds vary
+    for s in ("val", "test"):
+        assert one.df[one.df.split == s]["label"].tolist() == three.df[three.df.split == s]["label"].tolist()
+    rows = tr3.index[tr3.digit_index == int(tr3.digit_index.iloc[0])]
+    inks = []
+    for i in rows:   # ink alpha recovered from the darkest background channel: out = a*255 + (1-a)*bg
+        bg = BAHNG_COLORS[int(tr3.bias[i])]
+        ch = int(np.argmin(bg))
+        px = np.asarray(three.load_image(int(i)))[..., ch].astype(float)
+        inks.append((px - bg[ch]) / (255.0 - bg[ch]))
+    assert all(np.abs(ink - inks[0]).max() < 0.01 for ink in inks)
+    assert inks[0].max() > 0.9 and (inks[0] < 0.01).mean() > 0.5
+    assert three.attrs["params"]["train_copies"] == 3
+    with pytest.raises(SpurAuditError, match="train_copies"):
+        BUILDERS["biased-mnist"](tmp_path / "bad", train_copies=0)
+    with pytest.raises(SpurAuditError, match="train_copies"):
+        BUILDERS["biased-mnist"](tmp_path / "bad2", train_copies=2.5)
+
+
 def test_multi_color_mnist_two_biases(tmp_path):
     m = BUILDERS["multi-color-mnist"](tmp_path / "mc", seed=0, rho_left=0.9, rho_right=0.8, **SMALL)
     df = m.df

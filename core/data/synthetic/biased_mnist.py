@@ -7,6 +7,13 @@ are white and empty pixels are exactly the background colour). In the training s
 each class gets its own colour (class k <-> colour k), the rest is spread evenly over the other 9;
 val and test use ``rho_test = 0.1`` (i.e. uniform: unbiased).
 
+``train_copies`` (default 1) draws every training digit that many times, each copy with its own
+background (the exact-count assignment runs over all copies, so ρ still holds per class). The
+5,000 shipped digits give 4,000 training images; ten copies give 40,000 with 400 conflicting at
+ρ = 0.99 — the number of counterexamples of the papers' 60,000-image version (600), which is what
+decides whether a vanilla model learns the digit at all. Copies of a digit stay in the training split
+(val/test hold other digits); column ``digit_index`` names the source digit of every row.
+
 Multi-Color MNIST: the left and right halves of the background (columns 0-13 / 14-27) get two colours,
 each correlated with the digit on its own: left colour k for class k with ρ_L (0.99), right colour
 ``(k + 1) % 10`` for class k with ρ_R (0.95), chosen independently (so about (1-ρ_L)(1-ρ_R) of a class
@@ -25,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.manifest import Manifest
+from core.data.mnist_source import DigitSplits
 from core.data.synthetic.colored_mnist import (assign_bias, digits_for, finish_manifest,
                                                 prepare_out_dir, render_splits, split_rng)
 from core.errors import SpurAuditError
@@ -78,11 +86,46 @@ class BiasedMNISTConfig:
     n_train: int | None = None
     n_val: int | None = None
     n_test: int | None = None
+    train_copies: int = 1                  # each training digit drawn this many times (own background each)
 
     def validated(self) -> "BiasedMNISTConfig":
         return BiasedMNISTConfig(rho=_check_rho("rho", self.rho), rho_test=_check_rho("rho_test", self.rho_test),
                                  mnist_path=str(self.mnist_path) if self.mnist_path else None,
-                                 n_train=self.n_train, n_val=self.n_val, n_test=self.n_test)
+                                 n_train=self.n_train, n_val=self.n_val, n_test=self.n_test,
+                                 train_copies=_check_copies(self.train_copies))
+
+
+MAX_TRAIN_COPIES = 50
+
+
+def _check_copies(copies: int) -> int:
+    """train_copies: a whole number in [1, MAX_TRAIN_COPIES]."""
+    try:
+        v = int(copies)
+        ok = v == float(copies)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not 1 <= v <= MAX_TRAIN_COPIES:
+        raise SpurAuditError(f"train_copies must be a whole number from 1 to {MAX_TRAIN_COPIES} (how many times "
+                             f"each training digit is drawn), got {copies!r}")
+    return v
+
+
+def tile_train(digits: DigitSplits, copies: int) -> tuple[DigitSplits, dict[str, np.ndarray]]:
+    """Repeat the training digits ``copies`` times (copy-major: all digits, then all again, ...).
+
+    Returns the new splits and, per split, the int64 (N,) index of each row's source digit within
+    its split (``arange`` for val/test).
+    """
+    images, labels, index = dict(digits.images), dict(digits.labels), {}
+    for s in digits.labels:
+        n = len(digits.labels[s])
+        reps = copies if s == "train" else 1
+        index[s] = np.tile(np.arange(n, dtype=np.int64), reps)
+        if reps > 1:
+            images[s] = np.tile(digits.images[s], (reps, 1, 1))
+            labels[s] = np.tile(digits.labels[s], reps)
+    return DigitSplits(images=images, labels=labels, source=digits.source), index
 
 
 @dataclass
@@ -108,24 +151,27 @@ class MultiColorMNISTConfig:
 def build_biased_mnist(out_dir: Path, *, seed: int = 0, progress: ProgressFn | None = None,
                        rho: float = 0.99, rho_test: float = 0.1, mnist_path: str | Path | None = None,
                        n_train: int | None = None, n_val: int | None = None,
-                       n_test: int | None = None) -> Manifest:
+                       n_test: int | None = None, train_copies: int = 1) -> Manifest:
     """Build Biased MNIST into ``out_dir`` and return its `Manifest`.
 
     ``rho``: training fraction of each class on its own background colour, in (0, 1] (papers:
     0.99 / 0.995 / 0.997 / 0.999); ``rho_test``: the same for val and test (0.1 = uniform).
-    Columns: bias = background colour, aligned = (bias == label), group = label*10 + bias.
+    ``train_copies``: draw each training digit this many times, each with its own background.
+    Columns: bias = background colour, aligned = (bias == label), group = label*10 + bias,
+    digit_index = the row's source digit within its split.
     """
     cfg = BiasedMNISTConfig(rho=rho, rho_test=rho_test, mnist_path=mnist_path, n_train=n_train, n_val=n_val,
-                            n_test=n_test).validated()
+                            n_test=n_test, train_copies=train_copies).validated()
     progress = progress or null_progress
     out_dir = prepare_out_dir(out_dir)
-    digits = digits_for(seed, cfg.mnist_path, cfg.n_train, cfg.n_val, cfg.n_test, progress)
+    digits, digit_index = tile_train(digits_for(seed, cfg.mnist_path, cfg.n_train, cfg.n_val, cfg.n_test, progress),
+                                     cfg.train_copies)
 
     def render(split, images, labels):
         r = cfg.rho if split == "train" else cfg.rho_test
         bias = assign_bias(labels, conflict=1.0 - r, rng=split_rng(seed, split, 1))
         return color_background(images, bias), {"bias": bias, "aligned": bias == labels,
-                                                "group": labels * 10 + bias}
+                                                "group": labels * 10 + bias, "digit_index": digit_index[split]}
 
     df = render_splits(out_dir, digits, render=render, progress=sub_progress(progress, 0.05, 0.95))
     manifest = finish_manifest(out_dir, df, kind="biased-mnist", seed=seed, params=asdict(cfg),
