@@ -35,6 +35,17 @@ accuracy floor alone would not exclude it). When no epoch qualifies, the best ta
 among the non-collapsed ones (or among all, if every epoch collapsed) is kept and
 ``extra["selection_fallback"]`` is True.
 
+SpurAudit variants (opt-in, not in the paper). ``structured_rule="bias-rank"`` trains no gate: it
+ranks the bottleneck neurons by the share of their variance the bias explains (η², gate-training
+part) and keeps the k least biased, k chosen on the held-out part as the best task accuracy whose
+fresh-probe bias accuracy is at most ``chance + bias_budget · (vanilla − chance)`` (`rank_prune`).
+``refit_head=True`` re-fits the linear task head on the kept features with the gate-training part
+(last-layer retraining on the unbiased split). Why: the MI term is measured through a privacy head
+that is frozen during each gate step, and gates learn to fool that one head — its accuracy falls to
+chance while a re-trained probe still reads the bias (biased MNIST, `benchmarks/debias_ffw.py`);
+dropping the neurons that carry the bias removes it for every probe, and the original head, trained
+with all neurons, cannot read a handful of survivors, hence the re-fit.
+
 Known pitfalls handled (METHODS.md §3):
 * P divides its input by the batch's overall RMS before a fixed per-feature z-score (`PrivacyHead`), so
   shrinking the whole feature scale (pruning shrank it ~40× in the reference run) cannot lower the
@@ -76,12 +87,18 @@ __all__ = [
     "run_ffw",
     "split_holdout",
     "select_epoch",
+    "bias_variance_share",
+    "fit_linear_head",
+    "rank_prune",
 ]
 
 
 # ---------------------------------------------------------------------------------------------
 # configuration
 # ---------------------------------------------------------------------------------------------
+STRUCTURED_RULES = ("gates", "bias-rank")
+
+
 @dataclass
 class FFWConfig:
     """Hyper-parameters of FFW (defaults from the paper where it gives them).
@@ -106,6 +123,14 @@ class FFWConfig:
         ``extra_bias`` of the data).
     use_mined_bias: when the data has no bias labels, use the predictions of a bias-capturing model
         (core.mitigate.mining, options in ``mining``) as pseudo-bias labels (opt-in).
+    structured_rule (structured only): "gates" — the paper's MI-trained gates; "bias-rank" — a
+        SpurAudit variant without gate training: rank the bottleneck neurons by how much of their
+        variance the bias explains (η², max over attributes, on the gate-training part), keep the k
+        least biased, k chosen on the held-out part (`rank_prune`).
+    bias_budget ("bias-rank"): the held-out bias accuracy allowed, as a fraction of the vanilla's
+        margin over chance: cap = chance + bias_budget · (vanilla − chance); 0.5 halves it.
+    refit_head: after pruning, re-fit the linear task head on the kept features with the gate-training
+        part (last-layer retraining on the unbiased split; the paper fine-tunes nothing, default off).
     """
 
     structured: bool = False
@@ -133,6 +158,9 @@ class FFWConfig:
     bias_attributes: list[str] | None = None
     use_mined_bias: bool = False
     mining: dict = field(default_factory=dict)
+    structured_rule: str = "gates"
+    bias_budget: float = 0.5
+    refit_head: bool = False
 
     def validate(self) -> "FFWConfig":
         if self.gamma < 0:
@@ -157,6 +185,13 @@ class FFWConfig:
             raise SpurAuditError("patience and privacy_patience must be >= 1")
         if self.task_tolerance < 0:
             raise SpurAuditError("task_tolerance must be >= 0")
+        if self.structured_rule not in STRUCTURED_RULES:
+            raise SpurAuditError(f"structured_rule must be one of {STRUCTURED_RULES}, got {self.structured_rule!r}")
+        if self.structured_rule == "bias-rank" and not self.structured:
+            raise SpurAuditError("structured_rule='bias-rank' ranks bottleneck neurons: set structured=true too")
+        if not 0.0 <= self.bias_budget <= 1.0:
+            raise SpurAuditError(f"bias_budget must be in [0, 1] (share of the vanilla's bias margin over chance "
+                                 f"that may remain), got {self.bias_budget}")
         return self
 
     @classmethod
@@ -283,31 +318,142 @@ def train_privacy_head(head: PrivacyHead, z_train: torch.Tensor, b_train: torch.
     return {"epochs": epochs, "val_loss": best[0], "val_accuracy": best[2]}
 
 
-def privacy_bias_accuracy(z_fit: torch.Tensor, b_fit: torch.Tensor, z_eval: torch.Tensor, b_eval: torch.Tensor,
-                          *, num_values: int, steps: int = 300, lr: float = 0.05, seed: int = 0) -> float:
-    """Accuracy on (z_eval, b_eval) of a *fresh* standardized privacy head fitted to convergence on
-    (z_fit, b_fit) (full-batch Adam, ``steps`` steps, small weight decay).
+def fit_linear_head(z: torch.Tensor, labels: torch.Tensor, *, num_values: int, steps: int = 300, lr: float = 0.05,
+                    weight_decay: float = 1e-4, seed: int = 0) -> nn.Linear:
+    """A linear classifier trained to convergence (full-batch Adam, ``steps`` steps) on z-scored features.
 
-    Standardisation uses the fit set's statistics for both sets. Inputs: (N, D) float, (N,) int64.
+    ``z``: (N, D) float, ``labels``: (N,) int64 in [0, num_values). The standardisation (statistics of
+    ``z``) is folded into the returned ``nn.Linear(D, num_values)``, so it reads raw features:
+    ``W_s (z − μ)/σ + b = (W_s/σ) z + (b − W_s μ/σ)``. Weights start at zero, so a feature constant on
+    ``z`` (a pruned neuron) keeps weight 0.
     """
-    gen = torch.Generator().manual_seed(seed)
-    z_fit, z_eval = z_fit.detach().float(), z_eval.detach().float()
-    mu = z_fit.mean(0, keepdim=True)
-    sd = z_fit.std(0, keepdim=True, unbiased=False) + 1e-6
-    a, e = (z_fit - mu) / sd, (z_eval - mu) / sd
-    lin = nn.Linear(a.shape[1], num_values).to(a.device)
+    torch.manual_seed(seed)     # full-batch and zero-initialised: deterministic; seed kept for symmetry
+    z = z.detach().float()
+    mu = z.mean(0, keepdim=True)
+    sd = z.std(0, keepdim=True, unbiased=False) + 1e-6
+    a = (z - mu) / sd
+    lin = nn.Linear(a.shape[1], int(num_values)).to(a.device)
     with torch.no_grad():
-        lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen).to(a.device) * 0.01)
+        lin.weight.zero_()
         lin.bias.zero_()
-    opt = torch.optim.Adam(lin.parameters(), lr=lr, weight_decay=1e-4)
+    opt = torch.optim.Adam(lin.parameters(), lr=lr, weight_decay=weight_decay)
     with torch.enable_grad():
         for _ in range(steps):
-            loss = F.cross_entropy(lin(a), b_fit)
+            loss = F.cross_entropy(lin(a), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+    folded = nn.Linear(a.shape[1], int(num_values)).to(a.device)
     with torch.no_grad():
-        return float((lin(e).argmax(1) == b_eval).float().mean())
+        w = lin.weight / sd                                    # (K, D)
+        folded.weight.copy_(w)
+        folded.bias.copy_(lin.bias - w @ mu[0])
+    return folded
+
+
+def privacy_bias_accuracy(z_fit: torch.Tensor, b_fit: torch.Tensor, z_eval: torch.Tensor, b_eval: torch.Tensor,
+                          *, num_values: int, steps: int = 300, lr: float = 0.05, seed: int = 0) -> float:
+    """Accuracy on (z_eval, b_eval) of a *fresh* standardized privacy head fitted to convergence on
+    (z_fit, b_fit) (`fit_linear_head`; the fit set's statistics standardise both sets).
+
+    Inputs: (N, D) float, (N,) int64.
+    """
+    head = fit_linear_head(z_fit, b_fit, num_values=num_values, steps=steps, lr=lr, seed=seed)
+    with torch.no_grad():
+        return float((head(z_eval.detach().float()).argmax(1) == b_eval).float().mean())
+
+
+def bias_variance_share(z: torch.Tensor, bias: torch.Tensor, *, num_values: int) -> torch.Tensor:
+    """η² per feature: the share of each feature's variance explained by the bias value (between-group
+    over total variance), (D,) float in [0, 1]; 0 for a constant feature. ``z`` (N, D), ``bias`` (N,)."""
+    z = z.detach().float()
+    total = z.var(0, unbiased=False)                           # (D,)
+    mean = z.mean(0)
+    between = torch.zeros_like(total)
+    for v in range(int(num_values)):
+        rows = bias == v
+        if bool(rows.any()):
+            between += rows.float().mean() * (z[rows].mean(0) - mean) ** 2
+    return torch.where(total > 1e-12, between / total.clamp_min(1e-12), torch.zeros_like(total)).clamp(0, 1)
+
+
+def _candidate_sizes(n: int) -> list[int]:
+    """Kept-neuron counts tried by `rank_prune`: 1, 2, ..., 6, then steps of about ×4/3 (8, 10, 13, 17, ...), and n."""
+    sizes, k = [], 1
+    while k < n:
+        sizes.append(k)
+        k = max(k + 1, int(k * 4 / 3))
+    return sizes + [n]
+
+
+def rank_prune(z_fit: torch.Tensor, y_fit: torch.Tensor, b_fit: Mapping[str, torch.Tensor], z_hold: torch.Tensor,
+               y_hold: torch.Tensor, b_hold: Mapping[str, torch.Tensor], *, num_bias_values: Mapping[str, int],
+               num_classes: int, head: nn.Linear, vanilla_bias_accuracy: Mapping[str, float], bias_budget: float = 0.5,
+               refit_head: bool = False, seed: int = 0) -> tuple[torch.Tensor, nn.Linear | None, list[dict], int, bool]:
+    """Structured pruning by bias rank (FFW ``structured_rule="bias-rank"``): no gate is trained.
+
+    The alive bottleneck neurons (non-constant on the fit part) are ranked by `bias_variance_share`
+    (max over attributes, fit part); for each candidate k the k least biased are kept and scored on the
+    held-out part: task accuracy (``head`` on ``z ⊙ m``, or a head re-fitted on the fit part when
+    ``refit_head``) and bias accuracy of a fresh standardized probe (fit part -> held-out part), per
+    attribute. A k qualifies when every attribute's bias accuracy is at most
+    ``chance + bias_budget · (vanilla − chance)`` (chance = the majority share of that attribute on the
+    held-out part); the qualifying k with the best task accuracy (ties: fewer neurons) wins. If none
+    qualifies, the k with the lowest bias accuracy is kept (fallback).
+
+    Shapes: z_* (N, D) float bottleneck features of the vanilla model, y_* (N,) int64, b_* attribute ->
+    (N,) int64. Returns (keep mask (D,) bool, re-fitted head or None, one row per k, chosen row index,
+    fallback flag).
+    """
+    attrs = sorted(b_fit)
+    share = torch.stack([bias_variance_share(z_fit, b_fit[a], num_values=num_bias_values[a]) for a in attrs]).amax(0)
+    alive = torch.nonzero(z_fit.float().var(0, unbiased=False) > 1e-12).flatten()
+    if len(alive) == 0:
+        raise SpurAuditError("every bottleneck feature is constant on the unbiased split: nothing to rank")
+    order = alive[torch.argsort(share[alive], stable=True)]
+    caps = {}
+    for a in attrs:
+        chance = float(torch.bincount(b_hold[a], minlength=num_bias_values[a]).max()) / max(len(b_hold[a]), 1)
+        caps[a] = chance + bias_budget * max(float(vanilla_bias_accuracy[a]) - chance, 0.0)
+    rows: list[dict] = []
+    heads: list[nn.Linear | None] = []
+    for k in _candidate_sizes(len(order)):
+        mask = torch.zeros(z_fit.shape[1], dtype=torch.bool, device=z_fit.device)
+        mask[order[:k]] = True
+        zf, zh = z_fit * mask, z_hold * mask
+        task_head = fit_linear_head(zf, y_fit, num_values=num_classes, seed=seed) if refit_head else None
+        with torch.no_grad():
+            logits = (task_head or head)(zh)
+        bias = {a: privacy_bias_accuracy(zf, b_fit[a], zh, b_hold[a], num_values=num_bias_values[a], seed=seed)
+                for a in attrs}
+        rows.append({"epoch": len(rows) + 1, "kept_neurons": k, "sparsity": 1.0 - k / z_fit.shape[1],
+                     "max_bias_share_kept": float(share[order[k - 1]]),
+                     "hard_task_accuracy": float((logits.argmax(1) == y_hold).float().mean()),
+                     "hard_bias_accuracy": float(np.mean(list(bias.values()))),
+                     "hard_bias_accuracy_by_attribute": bias, "bias_cap": caps,
+                     "qualifies": all(bias[a] <= caps[a] + 1e-9 for a in attrs),
+                     "hard_predicted_classes": int(torch.unique(logits.argmax(1)).numel())})
+        heads.append(task_head)
+    ok = [i for i, r in enumerate(rows) if r["qualifies"] and r["hard_predicted_classes"] > 1]
+    if ok:
+        pick, fallback = max(ok, key=lambda i: (rows[i]["hard_task_accuracy"], -rows[i]["kept_neurons"])), False
+    else:
+        pick, fallback = min(range(len(rows)), key=lambda i: (rows[i]["hard_bias_accuracy"],
+                                                               -rows[i]["hard_task_accuracy"])), True
+    keep = torch.zeros(z_fit.shape[1], dtype=torch.bool)
+    keep[order[:rows[pick]["kept_neurons"]].cpu()] = True
+    return keep, heads[pick], rows, pick, fallback
+
+
+def _set_head(model: nn.Module, linear: nn.Linear) -> None:
+    """Copy ``linear``'s weight and bias into ``model.head`` (under a fixed mask, into the original)."""
+    from torch.nn.utils import parametrize
+
+    head = model.head
+    with torch.no_grad():
+        target = head.parametrizations.weight.original if parametrize.is_parametrized(head, "weight") else head.weight
+        target.copy_(linear.weight.to(target.device))
+        head.bias.copy_(linear.bias.to(head.bias.device))
 
 
 class FeatureGate(nn.Module):
@@ -517,6 +663,22 @@ def ffw_prune(model: nn.Module, *, x_fit: torch.Tensor, y_fit: torch.Tensor, b_f
     vanilla.pop("_pred")
     progress(0.05, f"vanilla held-out task {vanilla['task_accuracy']:.3f}, bias {vanilla['bias_accuracy']:.3f}")
 
+    if config.structured_rule == "bias-rank":
+        keep, head, rows, pick, fallback = rank_prune(
+            z_fit_cache, y_fit_d, bf, z_hold_cache, y_hold_d, bh, num_bias_values=num_bias_values,
+            num_classes=int(net.head.out_features), head=net.head, bias_budget=config.bias_budget,
+            vanilla_bias_accuracy=vanilla["bias_accuracy_by_attribute"], refit_head=config.refit_head, seed=seed)
+        if head is not None:
+            _set_head(net, head)
+        apply_masks(net, {"head": keep.to(net.head.weight.device)[None, :].expand_as(net.head.weight).clone()})
+        net.eval()
+        row = rows[pick]
+        progress(1.0, f"bias-rank done: {row['kept_neurons']} of {dim} neurons kept")
+        return FFWOutcome(model=net, masks={"head": keep[None, :].expand(net.head.out_features, dim).clone()},
+                          feature_mask=keep, sparsity=float((~keep).float().mean()), history=rows,
+                          selected_epoch=int(row["epoch"]), selection_fallback=fallback, vanilla=vanilla,
+                          selected=dict(row), privacy=privacy_log)
+
     opt = torch.optim.Adam(params, lr=config.lr)
     temperature = float(config.temperature)
     best_mi, stale = float("inf"), 0
@@ -614,6 +776,11 @@ def ffw_prune(model: nn.Module, *, x_fit: torch.Tensor, y_fit: torch.Tensor, b_f
         masks = {n: m.cpu() for n, m in gated.mask().items()}
         net = gated.release(trainable=False)
     net.eval()
+    if config.refit_head:   # last-layer retraining on the kept features of the gate-training part
+        z_kept = _forward_all(net, None, x_fit, dev)[1]
+        if feature_mask is not None:
+            z_kept = z_kept * feature_mask.to(z_kept.device)
+        _set_head(net, fit_linear_head(z_kept, y_fit_d, num_values=int(net.head.out_features), seed=seed))
     progress(1.0, f"ffw done: epoch {row['epoch']} selected, sparsity {final_sparsity:.2f}")
     return FFWOutcome(model=net, masks=masks, feature_mask=feature_mask, sparsity=final_sparsity,
                       history=history, selected_epoch=int(row["epoch"]), selection_fallback=fallback,

@@ -41,7 +41,16 @@ def method_choices() -> list[str]:
     return list(METHOD_CHOICES)
 
 
-def method_configs(methods: list[str], *, low_k: int, head_epochs: int, ffw_epochs: int) -> dict[str, dict]:
+# FFW variants offered in the form -> FFWConfig options (core/mitigate/ffw.py).
+FFW_VARIANTS = {
+    "gates per weight (paper)": {"structured": False},
+    "gates per bottleneck neuron (paper)": {"structured": True},
+    "bias-ranked neurons + head re-fit": {"structured": True, "structured_rule": "bias-rank", "refit_head": True},
+}
+
+
+def method_configs(methods: list[str], *, low_k: int, head_epochs: int, ffw_epochs: int,
+                   ffw_variant: str = "gates per weight (paper)") -> dict[str, dict]:
     """The few user-set parameters as per-method config dicts (only methods whose config takes them)."""
     configs: dict[str, dict] = {}
     for m in methods:
@@ -50,7 +59,7 @@ def method_configs(methods: list[str], *, low_k: int, head_epochs: int, ffw_epoc
             if m == "head-tuning":
                 configs[m]["k_per_class"] = int(low_k)
         elif m == "ffw":
-            configs[m] = {"max_epochs": int(ffw_epochs)}
+            configs[m] = {"max_epochs": int(ffw_epochs), **FFW_VARIANTS[ffw_variant]}
     return configs
 
 
@@ -74,6 +83,12 @@ def launch_form(ws, dataset: str, model: str) -> None:
                                       key="mit_head_epochs",
                                       help="head / error tuning: at most this many epochs (paper: 20)")
         ffw_epochs = c5.number_input("FFW epochs", min_value=1, max_value=200, value=60, key="mit_ffw_epochs")
+        ffw_variant = st.selectbox(
+            "FFW variant", list(FFW_VARIANTS), key="mit_ffw_variant",
+            help="FFW needs bias labels on the val split. The paper's gates minimise the mutual information "
+                 "between features and the bias without changing any weight; 'bias-ranked neurons' keeps the "
+                 "bottleneck neurons the bias explains least (bias accuracy at most halfway from the vanilla's "
+                 "to chance on held-out val) and re-fits the linear head on them with the val split.")
         submitted = st.form_submit_button("Debias and compare", type="primary", icon=":material/play_arrow:",
                                           key="mit_go")
     if submitted:
@@ -83,7 +98,7 @@ def launch_form(ws, dataset: str, model: str) -> None:
         params = {"dataset": dataset, "model": model, "methods": list(methods),
                   "seeds": list(range(int(seeds))),
                   "configs": method_configs(list(methods), low_k=low_k, head_epochs=head_epochs,
-                                            ffw_epochs=ffw_epochs)}
+                                            ffw_epochs=ffw_epochs, ffw_variant=ffw_variant)}
         job_id = launch(ws, COMPARE_KIND, params, device=device)
         st.toast(f"Started job #{job_id}")
         st.rerun()

@@ -243,6 +243,18 @@ def test_mitigate_page_compares_runs_and_launches_a_job(populated):
         at.button(key=f"mit_jobs__cancel_{job.id}").click().run()
         assert ws.get_job(job.id).status == "cancelled"
 
+    # the FFW variant chosen in the form becomes the FFW config of the job
+    at.multiselect(key="mit_methods").set_value(["ffw"])
+    at.selectbox(key="mit_ffw_variant").set_value("bias-ranked neurons + head re-fit")
+    at.number_input(key="mit_ffw_epochs").set_value(2)
+    at.button(key="mit_go").click().run()
+    assert not at.exception
+    job = ws.list_jobs()[0]
+    assert job.params["configs"] == {"ffw": {"max_epochs": 2, "structured": True, "structured_rule": "bias-rank",
+                                             "refit_head": True}}
+    if ws.get_job(job.id).active:
+        at.button(key=f"mit_jobs__cancel_{job.id}").click().run()
+
 
 def test_report_page_offers_download_and_launches_the_report_job(populated):
     from core.workspace import Workspace

@@ -177,3 +177,100 @@ def test_selection_never_keeps_a_collapsed_model():
     assert select_epoch([row(0.1, 0.5, 1), row(0.1, 0.2, 1)], floor=0.8) == (1, True)
     with pytest.raises(SpurAuditError):
         select_epoch([], floor=0.0)
+
+
+# --- bias-ranked structured pruning and head re-fitting (structured_rule="bias-rank", refit_head) --------
+def _planted_features(n: int, seed: int):
+    """(N, 6) features: columns 0-1 carry the bias (3 values), 2-4 the class (3 classes), 5 is constant."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    b = torch.randint(0, 3, (n,), generator=g)
+    z = torch.randn(n, 6, generator=g) * 0.3
+    z[:, 0] += 2.0 * b.float()
+    z[:, 1] += 2.0 * (b == 1).float()
+    z[:, 2:5] += 2.0 * torch.nn.functional.one_hot(y, 3).float()
+    z[:, 5] = 1.0
+    return z, y, b
+
+
+def test_fit_linear_head_reads_raw_features_and_ignores_constant_ones():
+    from core.mitigate.ffw import fit_linear_head
+
+    z, y, _ = _planted_features(400, 0)
+    z = z * torch.tensor([1.0, 1.0, 100.0, 0.01, 5.0, 1.0]) + 3.0   # standardisation is folded in: scale-free
+    head = fit_linear_head(z[:300], y[:300], num_values=3)
+    with torch.no_grad():
+        acc = float((head(z[300:]).argmax(1) == y[300:]).float().mean())
+    assert acc > 0.95
+    assert torch.all(head.weight[:, 5] == 0)                          # constant feature: weight stays 0
+
+
+def test_bias_variance_share_by_hand():
+    from core.mitigate.ffw import bias_variance_share
+
+    b = torch.tensor([0, 0, 1, 1])
+    z = torch.tensor([[0.0, 1.0, 5.0], [0.0, -1.0, 5.0], [2.0, 1.0, 5.0], [2.0, -1.0, 5.0]])
+    # column 0 is the bias itself (η² = 1), column 1 is independent of it (0), column 2 is constant (0)
+    assert torch.allclose(bias_variance_share(z, b, num_values=2), torch.tensor([1.0, 0.0, 0.0]))
+    z2 = torch.tensor([[0.0], [2.0], [2.0], [4.0]])   # group means 1 and 3, total var 2, between var 1
+    assert bias_variance_share(z2, b, num_values=2).item() == pytest.approx(0.5)
+
+
+def test_rank_prune_drops_the_bias_neurons_and_keeps_the_task():
+    from core.mitigate.ffw import privacy_bias_accuracy, rank_prune
+
+    z, y, b = _planted_features(600, 1)
+    zf, yf, bf, zh, yh, bh = z[:400], y[:400], b[:400], z[400:], y[400:], b[400:]
+    vanilla_bias = privacy_bias_accuracy(zf, bf, zh, bh, num_values=3)
+    assert vanilla_bias > 0.9
+    frozen = torch.nn.Linear(6, 3)
+    keep, head, rows, pick, fallback = rank_prune(
+        zf, yf, {"bias": bf}, zh, yh, {"bias": bh}, num_bias_values={"bias": 3}, num_classes=3, head=frozen,
+        vanilla_bias_accuracy={"bias": vanilla_bias}, bias_budget=0.5, refit_head=True)
+    assert not fallback and head is not None
+    # bias columns and the constant one go; two of the three class columns already name all 3 classes
+    assert not keep[[0, 1, 5]].any() and int(keep[2:5].sum()) >= 2
+    chosen = rows[pick]
+    assert chosen["kept_neurons"] == int(keep.sum()) and chosen["hard_task_accuracy"] > 0.9
+    assert chosen["hard_bias_accuracy"] <= chosen["bias_cap"]["bias"] < vanilla_bias
+    # keeping a bias column would break the cap: every larger k is rejected
+    assert all(not r["qualifies"] for r in rows if r["kept_neurons"] > 3)
+    # budget 1.0 allows the vanilla's bias: the best task accuracy wins whatever it keeps
+    _, _, rows1, pick1, _ = rank_prune(
+        zf, yf, {"bias": bf}, zh, yh, {"bias": bh}, num_bias_values={"bias": 3}, num_classes=3, head=frozen,
+        vanilla_bias_accuracy={"bias": vanilla_bias}, bias_budget=1.0, refit_head=True)
+    assert rows1[pick1]["hard_task_accuracy"] == max(r["hard_task_accuracy"] for r in rows1 if r["qualifies"])
+
+
+def test_ffw_bias_rank_end_to_end(trained):
+    data, vanilla = trained
+    res = run_ffw(data, base_model=vanilla, config={"structured": True, "structured_rule": "bias-rank",
+                                                    "refit_head": True}, seed=0, device="cpu")
+    fmask = res.extra["feature_mask"]
+    kept = int(fmask.sum())
+    assert 0 < kept < vanilla.feature_dim
+    assert res.history[res.extra["selected_epoch"] - 1]["kept_neurons"] == kept
+    assert res.metrics["sparsity"] == pytest.approx(1 - kept / vanilla.feature_dim)
+    # the exported model reads only the kept neurons: logits do not move when a dropped neuron changes
+    x = data.x_test[:16]
+    with torch.no_grad():
+        z = vanilla.features(x)
+        got = res.model(x)
+        noisy = z + (~fmask).float() * 100.0
+        assert torch.allclose(res.model.forward_head(noisy), got, atol=1e-4)
+    # the encoder is untouched; the head was re-fitted
+    assert torch.equal(res.model.encoder[0].weight, vanilla.encoder[0].weight)
+    assert not torch.allclose(res.model.head.weight[:, fmask], vanilla.head.weight[:, fmask])
+    # selection used the val split only
+    again = run_ffw(data.without_test_labels(), base_model=vanilla,
+                    config={"structured": True, "structured_rule": "bias-rank", "refit_head": True}, seed=0, device="cpu")
+    assert torch.equal(again.extra["feature_mask"], fmask)
+
+
+def test_ffw_bias_rank_config_errors():
+    with pytest.raises(SpurAuditError, match="structured=true"):
+        FFWConfig(structured_rule="bias-rank").validate()
+    with pytest.raises(SpurAuditError, match="structured_rule"):
+        FFWConfig(structured=True, structured_rule="magic").validate()
+    with pytest.raises(SpurAuditError, match="bias_budget"):
+        FFWConfig(structured=True, structured_rule="bias-rank", bias_budget=1.5).validate()
