@@ -51,16 +51,6 @@ VANILLA_RECIPES = {
 }
 
 
-# FFW variants: the paper's MI-trained gates per weight / per bottleneck neuron, and SpurAudit's
-# bias-ranked neuron pruning with the head re-fitted on the unbiased split (FFWConfig.structured_rule).
-VARIANTS = {
-    "unstructured": {"structured": False},
-    "structured": {"structured": True},
-    "rank-refit": {"structured": True, "structured_rule": "bias-rank", "refit_head": True},
-    "structured-refit": {"structured": True, "refit_head": True},
-}
-
-
 def run_rho(rho: float, *, train_copies: int = 1, vanilla_recipe: str = "adam", vanilla_checkpoint: Path | None = None,
             vanilla_iters: int, augment_shift: int, ffw_overrides: dict, seed: int, quiet: bool,
             sweep_gammas: list[float] | None = None,
@@ -70,7 +60,7 @@ def run_rho(rho: float, *, train_copies: int = 1, vanilla_recipe: str = "adam", 
     from core.data.synthetic import BUILDERS
     from core.mitigate.baselines import ERMConfig, run_erm
     from core.mitigate.common import MitigationData
-    from core.mitigate.ffw import run_ffw
+    from core.mitigate.ffw import FFW_PRESETS, run_ffw
 
     name = f"bmnist_{rho}" + (f"_x{train_copies}" if train_copies > 1 else "")
     tmp = Path(tempfile.mkdtemp(prefix=f"ffw_{name}_")) if keep is None else keep / name
@@ -119,7 +109,7 @@ def run_rho(rho: float, *, train_copies: int = 1, vanilla_recipe: str = "adam", 
                  "vanilla_train_time_s": vanilla_time, "vanilla_reused": vanilla_time == 0.0, "vanilla_final_train_acc": final_acc,
                  "vanilla_final_train_conflicting_acc": final_conf_acc}
     def ffw_row(variant: str, overrides: dict, label: str) -> dict:
-        cfg = {**VARIANTS[variant], **overrides}
+        cfg = {**FFW_PRESETS[variant], **overrides}
         t0 = time.perf_counter()
         r = run_ffw(data, base_model=vanilla, config=cfg, seed=seed, device="cpu",
                     progress=lambda f, m: _log(f"  [{rho} {label}] {f:.2f} {m}", quiet) if m.startswith("epoch") else None)
@@ -155,12 +145,14 @@ def run_rho(rho: float, *, train_copies: int = 1, vanilla_recipe: str = "adam", 
 
 
 def table(results: list[dict]) -> str:
+    from core.mitigate.ffw import FFW_PRESETS
+
     def fmt(v: float | None) -> str:
         return "  n/a" if v is None else f"{100 * v:6.1f}"
 
     lines = [f"{'rho':>6} {'model':<21} {'task':>6} {'unbiased':>8} {'conflict':>8} {'biasP':>6} {'decod':>6} {'sparse':>6}"]
     for r in results:
-        for name in ["vanilla"] + [f"ffw_{v}" for v in VARIANTS if f"ffw_{v}" in r]:
+        for name in ["vanilla"] + [f"ffw_{v}" for v in FFW_PRESETS if f"ffw_{v}" in r]:
             m = r[name]
             lines.append(f"{r['rho']:>6} {name:<21} {fmt(m['accuracy'])} {fmt(m['unbiased_accuracy']):>8} "
                          f"{fmt(m['conflicting_accuracy']):>8} {fmt(m['bias_accuracy'])} {fmt(m['bias_decodability'])} "
@@ -193,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="FFW: epochs of privacy-head training before every gate epoch (P refresh)")
     p.add_argument("--init", type=float, default=0.0, help="FFW initial gate value (paper/METHODS: 0)")
     p.add_argument("--variants", default="unstructured,structured,rank-refit",
-                   help=f"comma-separated, from {', '.join(VARIANTS)}")
+                   help="comma-separated FFW presets (core.mitigate.ffw.FFW_PRESETS): unstructured, structured, "
+                        "structured-refit, rank-refit")
     p.add_argument("--sweep-gamma", default=None, metavar="G1,G2",
                    help="also run each variant once per γ (accuracy–bias curve), e.g. 0,1,10,100")
     p.add_argument("--threads", type=int, default=1)
@@ -215,9 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"max_epochs": 4, "steps_per_epoch": 5, "min_epochs": 1}
     started = time.perf_counter()
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
-    unknown = [v for v in variants if v not in VARIANTS]
+    from core.mitigate.ffw import FFW_PRESETS
+
+    unknown = [v for v in variants if v not in FFW_PRESETS]
     if unknown:
-        p.error(f"unknown --variants {unknown}; choose from {', '.join(VARIANTS)}")
+        p.error(f"unknown --variants {unknown}; choose from {', '.join(FFW_PRESETS)}")
     if args.vanilla_checkpoint is not None and len(rhos) > 1:
         p.error("--vanilla-checkpoint is one model: give a single --rho")
     sweep_gammas = [float(g) for g in args.sweep_gamma.split(",")] if args.sweep_gamma else None

@@ -77,6 +77,7 @@ from core.progress import ProgressFn, null_progress, sub_progress
 
 __all__ = [
     "FFWConfig",
+    "FFW_PRESETS",
     "FFWOutcome",
     "PrivacyHead",
     "FeatureGate",
@@ -97,6 +98,15 @@ __all__ = [
 # configuration
 # ---------------------------------------------------------------------------------------------
 STRUCTURED_RULES = ("gates", "bias-rank")
+
+# Named option sets (benchmark variants, dashboard choices): the paper's MI gates per weight / per
+# bottleneck neuron, optionally with the head re-fitted, and the bias-ranked neuron pruning.
+FFW_PRESETS: dict[str, dict[str, Any]] = {
+    "unstructured": {"structured": False},
+    "structured": {"structured": True},
+    "structured-refit": {"structured": True, "refit_head": True},
+    "rank-refit": {"structured": True, "structured_rule": "bias-rank", "refit_head": True},
+}
 
 
 @dataclass

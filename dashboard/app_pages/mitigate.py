@@ -41,11 +41,11 @@ def method_choices() -> list[str]:
     return list(METHOD_CHOICES)
 
 
-# FFW variants offered in the form -> FFWConfig options (core/mitigate/ffw.py).
+# FFW variants offered in the form -> names of core.mitigate.ffw.FFW_PRESETS.
 FFW_VARIANTS = {
-    "gates per weight (paper)": {"structured": False},
-    "gates per bottleneck neuron (paper)": {"structured": True},
-    "bias-ranked neurons + head re-fit": {"structured": True, "structured_rule": "bias-rank", "refit_head": True},
+    "gates per weight (paper)": "unstructured",
+    "gates per bottleneck neuron (paper)": "structured",
+    "bias-ranked neurons + head re-fit": "rank-refit",
 }
 
 
@@ -59,7 +59,9 @@ def method_configs(methods: list[str], *, low_k: int, head_epochs: int, ffw_epoc
             if m == "head-tuning":
                 configs[m]["k_per_class"] = int(low_k)
         elif m == "ffw":
-            configs[m] = {"max_epochs": int(ffw_epochs), **FFW_VARIANTS[ffw_variant]}
+            from core.mitigate.ffw import FFW_PRESETS
+
+            configs[m] = {"max_epochs": int(ffw_epochs), **FFW_PRESETS[FFW_VARIANTS[ffw_variant]]}
     return configs
 
 
