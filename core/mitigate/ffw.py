@@ -329,15 +329,15 @@ def train_privacy_head(head: PrivacyHead, z_train: torch.Tensor, b_train: torch.
 
 
 def fit_linear_head(z: torch.Tensor, labels: torch.Tensor, *, num_values: int, steps: int = 300, lr: float = 0.05,
-                    weight_decay: float = 1e-4, seed: int = 0) -> nn.Linear:
+                    weight_decay: float = 1e-4) -> nn.Linear:
     """A linear classifier trained to convergence (full-batch Adam, ``steps`` steps) on z-scored features.
 
     ``z``: (N, D) float, ``labels``: (N,) int64 in [0, num_values). The standardisation (statistics of
     ``z``) is folded into the returned ``nn.Linear(D, num_values)``, so it reads raw features:
     ``W_s (z − μ)/σ + b = (W_s/σ) z + (b − W_s μ/σ)``. Weights start at zero, so a feature constant on
-    ``z`` (a pruned neuron) keeps weight 0.
+    ``z`` (a pruned neuron) keeps weight 0. Full-batch from zero weights: deterministic, no random
+    state used.
     """
-    torch.manual_seed(seed)     # full-batch and zero-initialised: deterministic; seed kept for symmetry
     z = z.detach().float()
     mu = z.mean(0, keepdim=True)
     sd = z.std(0, keepdim=True, unbiased=False) + 1e-6
@@ -362,13 +362,13 @@ def fit_linear_head(z: torch.Tensor, labels: torch.Tensor, *, num_values: int, s
 
 
 def privacy_bias_accuracy(z_fit: torch.Tensor, b_fit: torch.Tensor, z_eval: torch.Tensor, b_eval: torch.Tensor,
-                          *, num_values: int, steps: int = 300, lr: float = 0.05, seed: int = 0) -> float:
+                          *, num_values: int, steps: int = 300, lr: float = 0.05) -> float:
     """Accuracy on (z_eval, b_eval) of a *fresh* standardized privacy head fitted to convergence on
     (z_fit, b_fit) (`fit_linear_head`; the fit set's statistics standardise both sets).
 
     Inputs: (N, D) float, (N,) int64.
     """
-    head = fit_linear_head(z_fit, b_fit, num_values=num_values, steps=steps, lr=lr, seed=seed)
+    head = fit_linear_head(z_fit, b_fit, num_values=num_values, steps=steps, lr=lr)
     with torch.no_grad():
         return float((head(z_eval.detach().float()).argmax(1) == b_eval).float().mean())
 
@@ -399,7 +399,7 @@ def _candidate_sizes(n: int) -> list[int]:
 def rank_prune(z_fit: torch.Tensor, y_fit: torch.Tensor, b_fit: Mapping[str, torch.Tensor], z_hold: torch.Tensor,
                y_hold: torch.Tensor, b_hold: Mapping[str, torch.Tensor], *, num_bias_values: Mapping[str, int],
                num_classes: int, head: nn.Linear, vanilla_bias_accuracy: Mapping[str, float], bias_budget: float = 0.5,
-               refit_head: bool = False, seed: int = 0) -> tuple[torch.Tensor, nn.Linear | None, list[dict], int, bool]:
+               refit_head: bool = False) -> tuple[torch.Tensor, nn.Linear | None, list[dict], int, bool]:
     """Structured pruning by bias rank (FFW ``structured_rule="bias-rank"``): no gate is trained.
 
     The alive bottleneck neurons (non-constant on the fit part) are ranked by `bias_variance_share`
@@ -431,10 +431,10 @@ def rank_prune(z_fit: torch.Tensor, y_fit: torch.Tensor, b_fit: Mapping[str, tor
         mask = torch.zeros(z_fit.shape[1], dtype=torch.bool, device=z_fit.device)
         mask[order[:k]] = True
         zf, zh = z_fit * mask, z_hold * mask
-        task_head = fit_linear_head(zf, y_fit, num_values=num_classes, seed=seed) if refit_head else None
+        task_head = fit_linear_head(zf, y_fit, num_values=num_classes) if refit_head else None
         with torch.no_grad():
             logits = (task_head or head)(zh)
-        bias = {a: privacy_bias_accuracy(zf, b_fit[a], zh, b_hold[a], num_values=num_bias_values[a], seed=seed)
+        bias = {a: privacy_bias_accuracy(zf, b_fit[a], zh, b_hold[a], num_values=num_bias_values[a])
                 for a in attrs}
         rows.append({"epoch": len(rows) + 1, "kept_neurons": k, "sparsity": 1.0 - k / z_fit.shape[1],
                      "max_bias_share_kept": float(share[order[k - 1]]),
@@ -650,7 +650,7 @@ def ffw_prune(model: nn.Module, *, x_fit: torch.Tensor, y_fit: torch.Tensor, b_f
                 accs.append(float((plog.argmax(1) == bh[a]).float().mean()))
         if fresh:
             for a in attrs:
-                fresh_accs.append(privacy_bias_accuracy(z_f, bf[a], z_h, bh[a], num_values=num_bias_values[a], seed=seed))
+                fresh_accs.append(privacy_bias_accuracy(z_f, bf[a], z_h, bh[a], num_values=num_bias_values[a]))
         out["mi"] = float(np.sum(mis))
         out["privacy_head_accuracy"] = float(np.mean(accs))
         if fresh:
@@ -677,7 +677,7 @@ def ffw_prune(model: nn.Module, *, x_fit: torch.Tensor, y_fit: torch.Tensor, b_f
         keep, head, rows, pick, fallback = rank_prune(
             z_fit_cache, y_fit_d, bf, z_hold_cache, y_hold_d, bh, num_bias_values=num_bias_values,
             num_classes=int(net.head.out_features), head=net.head, bias_budget=config.bias_budget,
-            vanilla_bias_accuracy=vanilla["bias_accuracy_by_attribute"], refit_head=config.refit_head, seed=seed)
+            vanilla_bias_accuracy=vanilla["bias_accuracy_by_attribute"], refit_head=config.refit_head)
         if head is not None:
             _set_head(net, head)
         apply_masks(net, {"head": keep.to(net.head.weight.device)[None, :].expand_as(net.head.weight).clone()})
@@ -790,7 +790,7 @@ def ffw_prune(model: nn.Module, *, x_fit: torch.Tensor, y_fit: torch.Tensor, b_f
         z_kept = _forward_all(net, None, x_fit, dev)[1]
         if feature_mask is not None:
             z_kept = z_kept * feature_mask.to(z_kept.device)
-        _set_head(net, fit_linear_head(z_kept, y_fit_d, num_values=int(net.head.out_features), seed=seed))
+        _set_head(net, fit_linear_head(z_kept, y_fit_d, num_values=int(net.head.out_features)))
     progress(1.0, f"ffw done: epoch {row['epoch']} selected, sparsity {final_sparsity:.2f}")
     return FFWOutcome(model=net, masks=masks, feature_mask=feature_mask, sparsity=final_sparsity,
                       history=history, selected_epoch=int(row["epoch"]), selection_fallback=fallback,
@@ -950,7 +950,7 @@ def run_ffw(data: Any, *, base_model: nn.Module, config: FFWConfig | Mapping | N
                     okv = b_val[a].numpy() >= 0
                     accs[a] = privacy_bias_accuracy(torch.as_tensor(feats["val"][okv]), b_val[a][okv],
                                                     torch.as_tensor(feats["test"][ok]), b[a][ok],
-                                                    num_values=num_values[a], seed=seed)
+                                                    num_values=num_values[a])
             if decod:
                 out[split]["bias_decodability"] = float(np.mean(list(decod.values())))
                 out[split]["bias_decodability_by_attribute"] = decod
