@@ -274,3 +274,20 @@ def test_ffw_bias_rank_config_errors():
         FFWConfig(structured=True, structured_rule="magic").validate()
     with pytest.raises(SpurAuditError, match="bias_budget"):
         FFWConfig(structured=True, structured_rule="bias-rank", bias_budget=1.5).validate()
+
+
+def test_ffw_bias_rank_with_several_bias_attributes(trained):
+    data, vanilla = trained
+    g = torch.Generator().manual_seed(4)
+    data.extra_bias = {"bias_right": {s: torch.randint(0, 3, (len(getattr(data, f"y_{s}")),), generator=g)
+                                      for s in ("train", "val", "test")}}
+    try:
+        res = run_ffw(data, base_model=vanilla, config={"structured": True, "structured_rule": "bias-rank"},
+                      seed=0, device="cpu")
+    finally:
+        del data.extra_bias
+    chosen = res.history[res.extra["selected_epoch"] - 1]
+    assert set(chosen["bias_cap"]) == set(chosen["hard_bias_accuracy_by_attribute"]) == {"bias", "bias_right"}
+    if not res.extra["selection_fallback"]:   # every attribute must be under its own cap
+        assert all(chosen["hard_bias_accuracy_by_attribute"][a] <= chosen["bias_cap"][a] + 1e-9 for a in chosen["bias_cap"])
+    assert set(res.metrics["test"]["bias_decodability_by_attribute"]) == {"bias", "bias_right"}
