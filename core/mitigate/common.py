@@ -21,7 +21,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -303,6 +303,14 @@ def coerce_config(fn: RunFn, config: Any, *, method: str = "") -> Any:
     if hasattr(cls, "from_dict"):
         return cls.from_dict(config)
     return config_from_mapping(cls, dict(config), method=method)
+
+
+def check_config(method: str, config: Mapping[str, Any] | None) -> None:
+    """Raise `SpurAuditError` now if ``config`` is not a valid config of ``method`` (unknown keys,
+    out-of-range values), so a bad option fails before any data is loaded or run recorded."""
+    fn = get_method(method)
+    if config:
+        coerce_config(fn, dict(config), method=method)
 
 
 def _import_method_modules() -> None:

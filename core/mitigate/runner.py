@@ -105,10 +105,11 @@ def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping
     Artifacts under ``runs/<id>/``: model.pt, metrics.json, history.json, config.json, gaps.json
     (when a ranking exists). The run record's metrics hold val/test metrics, sparsity, the pooled
     spurious gaps before/after (``gaps``) and the wall time. Raises `SpurAuditError` for unknown
-    names (before any run is recorded); a failing method marks the run "failed" and re-raises.
+    names and invalid options (before any data is loaded or run recorded); a method failing later marks
+    the run "failed" and re-raises.
     """
     from core.device import resolve_device
-    from core.mitigate.common import export_model, get_method
+    from core.mitigate.common import check_config, export_model, get_method
     from core.models.registry import load_model
 
     progress = progress or null_progress
@@ -116,6 +117,7 @@ def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping
     ws.get_dataset(dataset)            # SpurAuditError listing known datasets
     model_rec = ws.get_model(model)    # SpurAuditError listing known models
     fn = get_method(method)            # SpurAuditError listing methods
+    check_config(method, config)       # bad options fail here, before the run is recorded
     dev = resolve_device(device)
     run_id = ws.add_run(method=method, dataset=dataset, model=model,
                         params={"config": _jsonable(config), "seed": int(seed), "device": str(device)})
@@ -176,7 +178,7 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
     ``methods``; recorded as one run (method "compare" or "sweep"); returns its id. Artifacts:
     comparison.json/.md + figure.json (or sweep.json/.md + sweep_figure.json)."""
     from core.device import resolve_device
-    from core.mitigate.common import get_method
+    from core.mitigate.common import check_config
     from core.mitigate.compare import compare, parse_sweep
     from core.mitigate.compare import sweep as run_sweep
     from core.models.registry import load_model
@@ -186,7 +188,7 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
     if not methods:
         raise SpurAuditError("give at least one method, e.g. --methods erm,head-tuning,ffw")
     for m in methods:
-        get_method(m)
+        check_config(m, (configs or {}).get(m))
     if sweep and len(methods) != 1:
         raise SpurAuditError("a sweep varies one parameter of one method: give exactly one method with --sweep")
     sweep_spec = parse_sweep(sweep) if sweep else None

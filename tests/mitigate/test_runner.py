@@ -57,15 +57,37 @@ def test_run_mitigation_records_a_run(workspace):
     assert model.num_classes == 10
 
 
-def test_failed_run_is_marked_failed(workspace):
+def test_failed_run_is_marked_failed(workspace, monkeypatch):
+    from core.mitigate import common
     from core.mitigate.runner import run_mitigation
 
-    with pytest.raises(SpurAuditError):
-        run_mitigation(workspace, dataset="bm", model="cnn", method="head-tuning", config={"bogus": 1}, device="cpu")
+    common._import_method_modules()
+
+    def broken(data, *, base_model, config=None, seed=0, device="cpu", progress=None):
+        raise SpurAuditError("broken on purpose")
+
+    monkeypatch.setitem(common.METHODS, "head-tuning", broken)
+    with pytest.raises(SpurAuditError, match="broken on purpose"):
+        run_mitigation(workspace, dataset="bm", model="cnn", method="head-tuning", device="cpu")
     last = workspace.list_runs(method="head-tuning")[-1]
-    assert last.status == "failed" and "bogus" in last.error
+    assert last.status == "failed" and "broken on purpose" in last.error
     with pytest.raises(SpurAuditError, match="mitigation method"):
         run_mitigation(workspace, dataset="bm", model="cnn", method="nope", device="cpu")
+
+
+def test_bad_options_fail_before_anything_is_recorded(workspace):
+    from core.mitigate.runner import run_comparison, run_mitigation
+
+    before = len(workspace.list_runs())
+    with pytest.raises(SpurAuditError, match="bogus"):
+        run_mitigation(workspace, dataset="bm", model="cnn", method="head-tuning", config={"bogus": 1}, device="cpu")
+    with pytest.raises(SpurAuditError, match="structured=true"):
+        run_mitigation(workspace, dataset="bm", model="cnn", method="ffw",
+                       config={"structured_rule": "bias-rank"}, device="cpu")
+    with pytest.raises(SpurAuditError, match="gamma"):
+        run_comparison(workspace, dataset="bm", model="cnn", methods=["erm", "ffw"], configs={"ffw": {"gamma": -1}},
+                       device="cpu")
+    assert len(workspace.list_runs()) == before
 
 
 def test_job_kinds_are_registered():
