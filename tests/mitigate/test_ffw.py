@@ -1,4 +1,5 @@
 """FFW: the MI estimator, the privacy head, and the pruning loop end to end on tiny data (CPU, seeded)."""
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -119,15 +120,22 @@ def test_ffw_structured_masks_bottleneck_neurons(trained):
     assert torch.allclose(got, expected, atol=1e-5)
 
 
-def test_ffw_several_bias_attributes(trained):
-    data, vanilla = trained
-    g = torch.Generator().manual_seed(3)
+@contextlib.contextmanager
+def _random_second_bias(data, *, seed: int):
+    """Temporarily give ``data`` a second bias attribute ``bias_right`` (3 random values per split)."""
+    g = torch.Generator().manual_seed(seed)
     data.extra_bias = {"bias_right": {s: torch.randint(0, 3, (len(getattr(data, f"y_{s}")),), generator=g)
                                       for s in ("train", "val", "test")}}
     try:
-        res = run_ffw(data, base_model=vanilla, config=FAST, seed=0, device="cpu")
+        yield data
     finally:
         del data.extra_bias
+
+
+def test_ffw_several_bias_attributes(trained):
+    data, vanilla = trained
+    with _random_second_bias(data, seed=3):
+        res = run_ffw(data, base_model=vanilla, config=FAST, seed=0, device="cpu")
     assert res.extra["bias_attributes"] == ["bias", "bias_right"]
     assert set(res.metrics["test"]["bias_decodability_by_attribute"]) == {"bias", "bias_right"}
     assert res.extra["num_bias_values"]["bias_right"] == 3
@@ -278,14 +286,9 @@ def test_ffw_bias_rank_config_errors():
 
 def test_ffw_bias_rank_with_several_bias_attributes(trained):
     data, vanilla = trained
-    g = torch.Generator().manual_seed(4)
-    data.extra_bias = {"bias_right": {s: torch.randint(0, 3, (len(getattr(data, f"y_{s}")),), generator=g)
-                                      for s in ("train", "val", "test")}}
-    try:
+    with _random_second_bias(data, seed=4):
         res = run_ffw(data, base_model=vanilla, config={"structured": True, "structured_rule": "bias-rank"},
                       seed=0, device="cpu")
-    finally:
-        del data.extra_bias
     chosen = res.history[res.extra["selected_epoch"] - 1]
     assert set(chosen["bias_cap"]) == set(chosen["hard_bias_accuracy_by_attribute"]) == {"bias", "bias_right"}
     if not res.extra["selection_fallback"]:   # every attribute must be under its own cap
