@@ -455,6 +455,14 @@ def rank_prune(z_fit: torch.Tensor, y_fit: torch.Tensor, b_fit: Mapping[str, tor
     return keep, heads[pick], rows, pick, fallback
 
 
+def _mask_head_columns(model: nn.Module, keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Attach the structured mask to ``model.head``: column j of its (K, D) weight is kept iff
+    ``keep[j]`` (so ``C(z ⊙ m) = (W diag(m)) z + b``); returns ``{"head": (K, D) bool mask}`` on CPU."""
+    mask = keep.cpu().bool()[None, :].expand_as(model.head.weight).clone()
+    apply_masks(model, {"head": mask.to(model.head.weight.device)})
+    return {"head": mask}
+
+
 def _set_head(model: nn.Module, linear: nn.Linear) -> None:
     """Copy ``linear``'s weight and bias into ``model.head`` (under a fixed mask, into the original)."""
     from torch.nn.utils import parametrize
@@ -680,11 +688,11 @@ def ffw_prune(model: nn.Module, *, x_fit: torch.Tensor, y_fit: torch.Tensor, b_f
             vanilla_bias_accuracy=vanilla["bias_accuracy_by_attribute"], refit_head=config.refit_head)
         if head is not None:
             _set_head(net, head)
-        apply_masks(net, {"head": keep.to(net.head.weight.device)[None, :].expand_as(net.head.weight).clone()})
+        masks = _mask_head_columns(net, keep)
         net.eval()
         row = rows[pick]
         progress(1.0, f"bias-rank done: {row['kept_neurons']} of {dim} neurons kept")
-        return FFWOutcome(model=net, masks={"head": keep[None, :].expand(net.head.out_features, dim).clone()},
+        return FFWOutcome(model=net, masks=masks,
                           feature_mask=keep, sparsity=float((~keep).float().mean()), history=rows,
                           selected_epoch=int(row["epoch"]), selection_fallback=fallback, vanilla=vanilla,
                           selected=dict(row), privacy=privacy_log)
@@ -777,9 +785,7 @@ def ffw_prune(model: nn.Module, *, x_fit: torch.Tensor, y_fit: torch.Tensor, b_f
     feature_mask = None
     if fgate is not None:
         feature_mask = fgate.mask().cpu()
-        head_mask = feature_mask[None, :].expand_as(net.head.weight).clone()   # (K, D): column j <-> z_j
-        masks = {"head": head_mask}
-        apply_masks(net, masks)
+        masks = _mask_head_columns(net, feature_mask)
         final_sparsity = float((~feature_mask).float().mean())
     else:
         final_sparsity = gated.sparsity()
@@ -787,9 +793,10 @@ def ffw_prune(model: nn.Module, *, x_fit: torch.Tensor, y_fit: torch.Tensor, b_f
         net = gated.release(trainable=False)
     net.eval()
     if config.refit_head:   # last-layer retraining on the kept features of the gate-training part
-        z_kept = _forward_all(net, None, x_fit, dev)[1]
-        if feature_mask is not None:
-            z_kept = z_kept * feature_mask.to(z_kept.device)
+        if feature_mask is not None:      # structured: the cached vanilla bottleneck, masked
+            z_kept = z_fit_cache * feature_mask.to(z_fit_cache.device)
+        else:
+            z_kept = _forward_all(net, None, x_fit, dev)[1]
         _set_head(net, fit_linear_head(z_kept, y_fit_d, num_values=int(net.head.out_features)))
     progress(1.0, f"ffw done: epoch {row['epoch']} selected, sparsity {final_sparsity:.2f}")
     return FFWOutcome(model=net, masks=masks, feature_mask=feature_mask, sparsity=final_sparsity,
