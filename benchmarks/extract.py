@@ -13,7 +13,9 @@
    growth and by less than 64 MB from the smaller N to the larger.
 
 Usage: ``python benchmarks/extract.py [--quick] [--json] [--threads 1] [--device cpu] [--out-json FILE]``.
-Prints a table (or one JSON object with ``--json``); exit code 1 when a check fails.
+Prints a table (or one JSON object with ``--json``); exit code 1 when a check fails — with ``--quick``
+(what CI runs) only the memory check counts: a speed ratio on a shared 2-core runner is noise, and
+speed targets belong to full runs, not to a pass/fail gate.
 """
 from __future__ import annotations
 
@@ -243,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['peak_rss_mb']:>10.1f} MB {r['seconds']:>8.1f} {r['inputs_mb']:>14.1f} MB")
         print(f"  growth of the peak ({key}): {growth:+.1f} MB from N={mem[0]['n']} to N={mem[-1]['n']}")
         print(f"checks: {result['checks']}")
-    return 0 if all(result["checks"].values()) else 1
+    gating = ["rss_bounded"] if args.quick else list(result["checks"])
+    return 0 if all(result["checks"][k] for k in gating) else 1
 
 
 if __name__ == "__main__":
