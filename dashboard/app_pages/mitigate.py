@@ -50,8 +50,9 @@ FFW_VARIANTS = {
 
 
 def method_configs(methods: list[str], *, low_k: int, head_epochs: int, ffw_epochs: int,
-                   ffw_variant: str = "gates per weight (paper)") -> dict[str, dict]:
-    """The few user-set parameters as per-method config dicts (only methods whose config takes them)."""
+                   ffw_variant: str = "gates per weight (paper)", ffw_bias_budget: float = 0.5) -> dict[str, dict]:
+    """The few user-set parameters as per-method config dicts (only methods whose config takes them;
+    the bias budget only for the bias-ranked FFW variant, the one rule that reads it)."""
     configs: dict[str, dict] = {}
     for m in methods:
         if m in ("head-tuning", "error-tuning"):
@@ -61,7 +62,10 @@ def method_configs(methods: list[str], *, low_k: int, head_epochs: int, ffw_epoc
         elif m == "ffw":
             from core.mitigate.ffw import FFW_PRESETS
 
-            configs[m] = {"max_epochs": int(ffw_epochs), **FFW_PRESETS[FFW_VARIANTS[ffw_variant]]}
+            preset = FFW_PRESETS[FFW_VARIANTS[ffw_variant]]
+            configs[m] = {"max_epochs": int(ffw_epochs), **preset}
+            if preset.get("structured_rule") == "bias-rank":
+                configs[m]["bias_budget"] = float(ffw_bias_budget)
     return configs
 
 
@@ -91,6 +95,12 @@ def launch_form(ws, dataset: str, model: str) -> None:
                  "between features and the bias without changing any weight; 'bias-ranked neurons' keeps the "
                  "bottleneck neurons the bias explains least (bias accuracy at most halfway from the vanilla's "
                  "to chance on held-out val) and re-fits the linear head on them with the val split.")
+        ffw_bias_budget = st.slider(
+            "FFW bias budget (bias-ranked variant)", min_value=0.0, max_value=1.0, value=0.5, step=0.05,
+            key="mit_ffw_budget",
+            help="share of the vanilla's bias accuracy above chance that may remain: 0.5 halves it; lower "
+                 "removes more of the bias and usually costs task accuracy (see `benchmarks/debias_ffw.py "
+                 "--sweep bias_budget=...`)")
         submitted = st.form_submit_button("Debias and compare", type="primary", icon=":material/play_arrow:",
                                           key="mit_go")
     if submitted:
@@ -100,7 +110,8 @@ def launch_form(ws, dataset: str, model: str) -> None:
         params = {"dataset": dataset, "model": model, "methods": list(methods),
                   "seeds": list(range(int(seeds))),
                   "configs": method_configs(list(methods), low_k=low_k, head_epochs=head_epochs,
-                                            ffw_epochs=ffw_epochs, ffw_variant=ffw_variant)}
+                                            ffw_epochs=ffw_epochs, ffw_variant=ffw_variant,
+                                            ffw_bias_budget=ffw_bias_budget)}
         job_id = launch(ws, COMPARE_KIND, params, device=device)
         st.toast(f"Started job #{job_id}")
         st.rerun()

@@ -247,11 +247,12 @@ def test_mitigate_page_compares_runs_and_launches_a_job(populated):
     at.multiselect(key="mit_methods").set_value(["ffw"])
     at.selectbox(key="mit_ffw_variant").set_value("bias-ranked neurons + head re-fit")
     at.number_input(key="mit_ffw_epochs").set_value(2)
+    at.slider(key="mit_ffw_budget").set_value(0.3)
     at.button(key="mit_go").click().run()
     assert not at.exception
     job = ws.list_jobs()[0]
     assert job.params["configs"] == {"ffw": {"max_epochs": 2, "structured": True, "structured_rule": "bias-rank",
-                                             "refit_head": True}}
+                                             "refit_head": True, "bias_budget": 0.3}}
     if ws.get_job(job.id).active:
         at.button(key=f"mit_jobs__cancel_{job.id}").click().run()
 
