@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     n_tp = 2048 if args.quick else 8192
-    sizes = [2000, 8000] if args.quick else [5000, 40000]
+    sizes = [2000, 16000] if args.quick else [5000, 40000]
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmpdir:
         tmp = Path(tmpdir)
         tp = throughput(n_tp, batch_size=args.batch_size, repeats=args.repeats, device=args.device, tmp=tmp)
