@@ -4,6 +4,7 @@
         [--vanilla adam|sgd] [--vanilla-iters 3125] [--vanilla-checkpoint PATH] [--augment-shift 0]
         [--variants unstructured,structured,rank-refit] [--sweep PARAM=V1,V2] [--threads 1] [--keep DIR]
         [--out FILE]
+    python benchmarks/debias_ffw.py --merge seed0.json,seed1.json [--json] [--out FILE]   # mean ± std over runs
 
 For each ρ: build biased-mnist with every one of the 4,000 training digits drawn ``--train-copies``
 times (default 10: 40,000 training images, each copy with its own background, so ρ = 0.99 leaves 400
@@ -192,6 +193,55 @@ def _parse_sweep(p: argparse.ArgumentParser, text: str, variants: tuple[str, ...
     return param, values
 
 
+def merge(files: list[Path], *, as_json: bool, out: Path | None) -> int:
+    """Combine saved reports (one per seed, each may hold several ρ) into mean ± std per (ρ, model):
+    unbiased accuracy, decodability, its drop below that run's vanilla, and how many runs meet both
+    targets (task above the vanilla's, decodability ≥ 50 points lower, not collapsed). Sweeps are
+    combined the same way, per swept value."""
+    import numpy as np
+
+    groups: dict[tuple, list[dict]] = {}
+    for f in files:
+        rep = json.loads(Path(f).read_text())
+        for r in rep["results"]:
+            v = r["vanilla"]
+            entries = [(name, r[name]) for name in r if name == "vanilla" or name.startswith("ffw_")]
+            for key in [k for k in r if k.endswith("_sweep")]:
+                param = key[:-len("_sweep")]
+                entries += [(f"{m['variant']} {param}={m[param]}", m) for m in r[key]]
+            for name, m in entries:
+                drop = 100 * (v["bias_decodability"] - m["bias_decodability"])
+                groups.setdefault((r["rho"], name), []).append({
+                    "unbiased_accuracy": 100 * m["unbiased_accuracy"], "bias_decodability": 100 * m["bias_decodability"],
+                    "decodability_drop_points": drop, "kept_neurons": m.get("kept_neurons"),
+                    "meets_both": name != "vanilla" and m["unbiased_accuracy"] > v["unbiased_accuracy"]
+                                  and drop >= 50 and not m.get("collapsed", False)})
+    summary = []
+    for (rho, name), rows in groups.items():
+        row = {"rho": rho, "model": name, "runs": len(rows), "meets_both": sum(r["meets_both"] for r in rows)}
+        for k in ("unbiased_accuracy", "bias_decodability", "decodability_drop_points"):
+            vals = np.array([r[k] for r in rows], dtype=float)
+            row[k] = {"mean": float(vals.mean()), "std": float(vals.std()), "values": vals.round(1).tolist()}
+        summary.append(row)
+    report = {"benchmark": "debias_ffw", "merged_from": [str(f) for f in files], "summary": summary}
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+    if as_json:
+        print(json.dumps(report))
+        return 0
+    lines = [f"{'rho':>6} {'model':<28} {'runs':>4} {'unbiased':>12} {'decodability':>12} {'drop (pts)':>12} "
+             f"{'meets both':>10}"]
+    for row in summary:
+        def ms(k: str) -> str:
+            return f"{row[k]['mean']:5.1f} ± {row[k]['std']:4.1f}"
+        lines.append(f"{row['rho']:>6} {row['model']:<28} {row['runs']:>4} {ms('unbiased_accuracy'):>12} "
+                     f"{ms('bias_decodability'):>12} {ms('decodability_drop_points'):>12} "
+                     f"{'' if row['model'] == 'vanilla' else str(row['meets_both']) + '/' + str(row['runs']):>10}")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="rho 0.99 only, 30 vanilla steps, 4 FFW epochs")
@@ -222,7 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--keep", type=Path, default=None, help="build datasets here instead of a temp dir")
+    p.add_argument("--merge", default=None, metavar="FILE1,FILE2",
+                   help="reports written with --out by earlier runs (e.g. one per seed): print their mean ± std "
+                        "per (rho, model) and how many runs meet both targets, instead of running anything")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge([Path(f) for f in args.merge.split(",") if f.strip()], as_json=args.json, out=args.out)
 
     import torch
 
@@ -252,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [run_rho(r, sweep=sweep, train_copies=args.train_copies, vanilla_recipe=args.vanilla,
                        vanilla_checkpoint=args.vanilla_checkpoint, vanilla_iters=vanilla_iters, augment_shift=args.augment_shift, ffw_overrides=overrides, seed=args.seed, quiet=args.json, keep=args.keep,
                        variants=variants) for r in rhos]
-    report = {"benchmark": "debias_ffw", "quick": args.quick, "threads": args.threads,
+    report = {"benchmark": "debias_ffw", "quick": args.quick, "threads": args.threads, "seed": args.seed,
               "ffw_config": overrides, "results": results, "total_time_s": time.perf_counter() - started}
     text = json.dumps(report, indent=2, default=float)
     if args.out:
