@@ -138,7 +138,9 @@ class FFWConfig:
         variance the bias explains (η², max over attributes, on the gate-training part), keep the k
         least biased, k chosen on the held-out part (`rank_prune`).
     bias_budget ("bias-rank"): the held-out bias accuracy allowed, as a fraction of the vanilla's
-        margin over chance: cap = chance + bias_budget · (vanilla − chance); 0.5 halves it.
+        margin over chance: cap = chance + bias_budget · (vanilla − chance); 0.5 halves it. To aim
+        at a drop of D points, bias_budget ≈ 1 − D / (vanilla − chance) (e.g. D = 50 from 99 % with
+        chance 10 %: 0.44); lower values remove more bias and keep fewer neurons (less task accuracy).
     refit_head: after pruning, re-fit the linear task head on the kept features with the gate-training
         part (last-layer retraining on the unbiased split; the paper fine-tunes nothing, default off).
     """
