@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         child(args)
         return 0
 
+    if args.repeats < 1 or args.mem_repeats < 1:
+        p.error("--repeats and --mem-repeats must be at least 1")
     torch.set_num_threads(args.threads)
     n_tp = 2048 if args.quick else 8192
     sizes = [2000, 16000] if args.quick else [5000, 40000]
