@@ -93,8 +93,9 @@ def launch_form(ws, dataset: str, model: str) -> None:
             "FFW variant", list(FFW_VARIANTS), key="mit_ffw_variant",
             help="FFW needs bias labels on the val split. The paper's gates minimise the mutual information "
                  "between features and the bias without changing any weight; 'bias-ranked neurons' keeps the "
-                 "bottleneck neurons the bias explains least (bias accuracy at most halfway from the vanilla's "
-                 "to chance on held-out val) and re-fits the linear head on them with the val split.")
+                 "bottleneck neurons the bias explains least (held-out val bias accuracy within the bias budget "
+                 "below: 0.5 = at most halfway from the vanilla's to chance) and re-fits the linear head on "
+                 "them with the val split.")
         ffw_bias_budget = st.slider(
             "FFW bias budget (bias-ranked variant)", min_value=0.0, max_value=1.0, value=0.5, step=0.05,
             key="mit_ffw_budget",
