@@ -158,6 +158,11 @@ def throughput(n: int, *, batch_size: int, repeats: int, device: str, tmp: Path)
             "ratio_median": round(float(np.median(ext_t) / np.median(bare_t)), 3)}
 
 
+def peak_measure(rows: list[dict]) -> str:
+    """The peak to compare: the extraction's own (VmHWM reset) when every row has it, else the process's."""
+    return "extraction_peak_rss_mb" if all(r.get("extraction_peak_rss_mb") for r in rows) else "peak_rss_mb"
+
+
 def memory(sizes: list[int], *, batch_size: int, chunk_size: int, threads: int, device: str, tmp: Path,
            repeats: int = 3) -> list[dict]:
     """Peak RSS of ``repeats`` fresh extraction children per N; the row keeps the lowest peak.
@@ -180,7 +185,7 @@ def memory(sizes: list[int], *, batch_size: int, chunk_size: int, threads: int, 
             if proc.returncode != 0:
                 raise RuntimeError(f"child failed:\n{proc.stderr[-3000:]}")
             runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        key = "extraction_peak_rss_mb" if all(r.get("extraction_peak_rss_mb") for r in runs) else "peak_rss_mb"
+        key = peak_measure(runs)
         row = dict(min(runs, key=lambda r: r[key]))
         row["peaks_mb"] = [r[key] for r in runs]
         row["features_mb"] = round(n * 256 * 2 / 2**20, 1)
@@ -222,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         tp = throughput(n_tp, batch_size=args.batch_size, repeats=args.repeats, device=args.device, tmp=tmp)
         mem = memory(sizes, batch_size=args.batch_size, chunk_size=args.chunk_size, threads=args.threads,
                      device=args.device, tmp=tmp, repeats=args.mem_repeats)
-    key = "extraction_peak_rss_mb" if all(r.get("extraction_peak_rss_mb") for r in mem) else "peak_rss_mb"
+    key = peak_measure(mem)
     growth = mem[-1][key] - mem[0][key]
     result = {"benchmark": "extract", "quick": args.quick, "threads": args.threads, "torch": torch.__version__,
               "throughput": tp, "memory": mem, "rss_growth_mb": round(growth, 1), "rss_growth_measure": key,
