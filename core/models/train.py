@@ -49,6 +49,9 @@ class TrainConfig:
     (needs ``val``; None = never stop early). restore_best: with ``val``, end with the weights of the
     best validation epoch. max_iters: cap on optimizer steps (stops mid-epoch; None = no cap).
     num_workers: DataLoader workers for non-tensor datasets. eval_batch_size: batch size for validation.
+    grad_clip: clip the global gradient L2 norm to this value before each step (None = no clipping).
+    input_noise_std: add N(0, σ²) noise to every training image (after any adversarial step, before the
+    forward pass; pixels are not clipped), 0 = off. Both are the rare-spurious paper's regularisers.
     """
 
     epochs: int = 10
@@ -71,6 +74,8 @@ class TrainConfig:
     max_iters: int | None = None
     num_workers: int = 0
     eval_batch_size: int = 512
+    grad_clip: float | None = None
+    input_noise_std: float = 0.0
 
     def validate(self) -> "TrainConfig":
         """Raise `SpurAuditError` naming the first invalid option; returns self."""
@@ -102,6 +107,10 @@ class TrainConfig:
             _positive_int("max_iters", self.max_iters)
         if self.num_workers < 0:
             raise SpurAuditError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+            raise SpurAuditError(f"grad_clip must be a positive number (or None = off), got {self.grad_clip}")
+        if not (self.input_noise_std >= 0 and math.isfinite(self.input_noise_std)):
+            raise SpurAuditError(f"input_noise_std must be >= 0 (0 = off), got {self.input_noise_std}")
         return self
 
 
@@ -356,6 +365,8 @@ def train_model(model: nn.Module, train: Dataset, *, config: TrainConfig | None 
         for x, y in _iter_batches(train, order, cfg.batch_size, dev, cfg.num_workers):
             if cfg.adv_eps > 0:
                 x = l2_pgd_attack(model, x, y, eps=cfg.adv_eps, steps=cfg.adv_steps, step_size=cfg.adv_step_size)
+            if cfg.input_noise_std > 0:
+                x = x + cfg.input_noise_std * torch.randn(x.shape, generator=gen).to(x.device)
             logits = model(x)  # (B, K)
             if cfg.loss == "gce":
                 loss = gce_loss(logits, y, q=cfg.gce_q)
@@ -366,6 +377,8 @@ def train_model(model: nn.Module, train: Dataset, *, config: TrainConfig | None 
                                      f"(now {cfg.lr})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             if cfg.schedule == "cosine":
                 scheduler.step()  # type: ignore[union-attr]

@@ -200,3 +200,27 @@ def test_linear_probe_on_cached_features(tmp_path):
     assert model.num_classes == 4 and model(torch.rand(2, 3, 4, 4)).shape == (2, 4)
     with pytest.raises(SpurAuditError, match="class indices"):
         train_linear_probe(mm, y + 4, num_classes=4, device="cpu")
+
+
+def test_grad_clip_bounds_each_step_and_input_noise_changes_training():
+    """grad_clip caps the gradient norm of every step (plain SGD: one step moves the weights by at most
+    lr · clip); input noise on, the run differs from the noiseless one; off (0), it is the default run."""
+    train = planted(32, seed=0)
+    cfg = dict(epochs=1, batch_size=32, lr=1.0, optimizer="sgd", momentum=0.0)
+    before = [p.detach().clone() for p in small().parameters()]
+    clipped = train_model(small(), train, config=TrainConfig(**cfg, grad_clip=1e-3), device="cpu").model
+    moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(clipped.parameters(), before)))
+    assert float(moved) <= 1.0 * 1e-3 * (1 + 1e-4)
+    free = train_model(small(), train, config=TrainConfig(**cfg), device="cpu").model
+    moved_free = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(free.parameters(), before)))
+    assert float(moved_free) > 10 * float(moved)
+
+    base = dict(epochs=2, batch_size=16, lr=3e-3)
+    plain = train_model(small(), train, config=TrainConfig(**base), device="cpu").model
+    zero = train_model(small(), train, config=TrainConfig(**base, input_noise_std=0.0), device="cpu").model
+    noisy = train_model(small(), train, config=TrainConfig(**base, input_noise_std=0.5), device="cpu").model
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), zero.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), noisy.state_dict().values()))
+    for bad in (dict(grad_clip=0.0), dict(grad_clip=float("nan")), dict(input_noise_std=-0.1)):
+        with pytest.raises(SpurAuditError):
+            TrainConfig(**bad).validate()
