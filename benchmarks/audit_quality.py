@@ -90,7 +90,7 @@ def run(*, quick: bool, encoder_dir: Path | None, seed: int = 0, quiet: bool = F
     from core.data.synthetic.textures import TextureComposer, generate_digits_on_textures
     from core.models.demo_encoder import (ASSET_DIR, as_audit_model, evaluate_encoder, intervention_effects,
                                           intervention_labels, load_demo_encoder, unbiased_eval_set)
-    from core.models.train import ProbeConfig, train_linear_probe
+    from core.models.linear import ProbeConfig, train_linear_probe
 
     t0 = time.time()
     encoder, meta = load_demo_encoder(encoder_dir or ASSET_DIR)

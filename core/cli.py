@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from core.errors import SpurAuditError
 from core.progress import ProgressFn
+from core.serialize import to_plain
 
 # Order is the order shown in --help.
 COMMAND_MODULES = ["demo", "data", "model", "extract", "audit", "concepts", "mitigate", "rare", "jobs"]
@@ -73,27 +74,9 @@ class CommandContext:
         """Print ``result`` as one JSON object (``--json``) or ``text`` (default: pretty JSON)."""
         self.close_bars()
         if self.as_json:
-            print(json.dumps(result, default=_json_default))
+            print(json.dumps(to_plain(result)))
         else:
-            print(text if text is not None else json.dumps(result, indent=2, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(value)
-    return str(value)
+            print(text if text is not None else json.dumps(to_plain(result), indent=2))
 
 
 def common_parser(*, suppress_defaults: bool = True) -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ modules in ``KIND_MODULES`` lazily, tolerating the ones not present.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import sys
@@ -27,7 +28,8 @@ from typing import Callable, Iterable
 
 from core.errors import SpurAuditError, check_choice
 from core.progress import ProgressFn
-from core.workspace import JobRecord, Workspace, _dumps
+from core.serialize import json_default
+from core.workspace import JobRecord, Workspace
 
 JobFn = Callable[[Workspace, dict, ProgressFn], dict]
 JOB_KINDS: dict[str, JobFn] = {}
@@ -239,7 +241,7 @@ def submit(ws: Workspace, kind: str, params: dict | None = None, *, device: str 
     env_over, job_device = _device_env(device)
     params.setdefault("device", job_device)
     try:
-        _dumps(params)
+        json.dumps(params, default=json_default)
     except TypeError as exc:
         raise SpurAuditError(f"job params must be JSON-serialisable: {exc}") from None
     job_id = ws.add_job(kind, params, device=str(device))

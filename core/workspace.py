@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from core.errors import SpurAuditError, check_choice
+from core.errors import SpurAuditError, check_choice, check_options
+from core.serialize import json_default
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -271,21 +272,7 @@ def _now() -> str:
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, default=_json_default, sort_keys=True)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"object of type {type(value).__name__} is not JSON serialisable")
+    return json.dumps(obj, default=json_default, sort_keys=True)
 
 
 def _loads(text: str | None, default: Any = None) -> Any:
@@ -562,7 +549,7 @@ class Workspace:
 
     def write_json(self, rel: str | Path, obj: Any) -> Path:
         """Atomically write ``obj`` as indented JSON (numpy scalars/arrays and Paths converted)."""
-        return self.write_text(rel, json.dumps(obj, indent=2, default=_json_default, sort_keys=True))
+        return self.write_text(rel, json.dumps(obj, indent=2, default=json_default, sort_keys=True))
 
     def read_json(self, rel: str | Path, default: Any = None) -> Any:
         """Read a JSON artifact; ``default`` when the file is missing."""
@@ -670,7 +657,7 @@ class Workspace:
         """Register a dataset (its manifest file and image root). ``replace=True`` overwrites an
         existing record of that name; its feature-set records are dropped (they described the old
         data), models and labels are kept."""
-        _check_name("dataset", name)
+        check_name("dataset", name)
         values = (self._store(manifest_rel), self._store(root_rel), str(source), _dumps(params or {}),
                   _dumps([str(c) for c in (class_names or [])]), _dumps(list(bias_columns or [])), _now())
 
@@ -736,7 +723,7 @@ class Workspace:
         """Register a model checkpoint (``dataset`` = the dataset it was trained on, or None).
         ``replace=True`` overwrites a record of that name and drops its feature-set records (they were
         extracted with the old weights); labels and runs are kept."""
-        _check_name("model", name)
+        check_name("model", name)
         if dataset is not None:
             self.get_dataset(dataset)
         values = (dataset, str(arch), self._store(checkpoint_rel), _dumps(config or {}), _dumps(metrics or {}),
@@ -1068,9 +1055,7 @@ class Workspace:
         finished, params). ``result``/``params`` are JSON-encoded. With ``only_if_status`` the update
         applies only while the job's status is one of those (returns False otherwise) — e.g. a
         finishing job must not overwrite a ``cancelled`` status."""
-        unknown = set(fields) - self._JOB_FIELDS
-        if unknown:
-            raise SpurAuditError(f"unknown job fields {sorted(unknown)}; valid: {', '.join(sorted(self._JOB_FIELDS))}")
+        check_options("job field", fields, self._JOB_FIELDS)
         if "status" in fields:
             check_choice("job status", fields["status"], JOB_STATUSES)
         if "progress" in fields:
@@ -1120,10 +1105,12 @@ def _split_sql(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
-def _check_name(what: str, name: str) -> None:
+def check_name(what: str, name: str) -> None:
+    """Refuse a dataset/model name that cannot name a folder of the workspace: empty, with surrounding
+    spaces, one of / \\ : * ? " < > |, or starting with a dot (hidden, or ``..``)."""
     if not isinstance(name, str) or not name.strip():
         raise SpurAuditError(f"{what} name is empty; give a short name such as 'cmnist'")
-    bad = set(name) & set('/\\:*?"<>|') or name in (".", "..") or name != name.strip()
-    if bad:
-        raise SpurAuditError(f"{what} name {name!r} cannot contain / \\ : * ? \" < > | or surrounding spaces "
-                             "(it names a folder); use letters, digits, '-', '_' or '.'")
+    if set(name) & set('/\\:*?"<>|') or name.startswith(".") or name != name.strip():
+        raise SpurAuditError(f"{what} name {name!r} cannot contain / \\ : * ? \" < > |, start with a dot or have "
+                             "surrounding spaces (it names a folder); use letters, digits, '-', '_' or '.' "
+                             "(e.g. cmnist-1pct)")

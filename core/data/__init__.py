@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from core.data.manifest import Manifest
-from core.errors import SpurAuditError
+from core.errors import SpurAuditError, check_call_options
 from core.progress import ProgressFn, null_progress, sub_progress
+from core.serialize import to_plain
+from core.workspace import check_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -118,25 +120,8 @@ def _atomic_dataset_dir(ws: "Workspace", rel: str) -> Iterator[Path]:
         ws.remove_path(old_rel)
 
 
-def _check_options(fn: Any, options: dict, what: str) -> None:
-    """`SpurAuditError` naming the accepted keywords when ``options`` holds one ``fn`` does not take."""
-    import inspect
-
-    sig = inspect.signature(fn)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
-        return
-    fixed = {"out_dir", "path", "seed", "progress", "skip_bad"}
-    accepted = [n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        valid = ", ".join(n for n in accepted if n not in fixed)
-        raise SpurAuditError(f"{what} does not take option(s) {unknown}; valid options: {valid or 'none'}")
-
-
 def _check_new_name(ws: "Workspace", name: str, replace: bool) -> None:
-    if not isinstance(name, str) or not name.strip() or set(name) & set('/\\:*?"<>|') or name.startswith("."):
-        raise SpurAuditError(f"dataset name {name!r} is not usable as a folder name; use letters, digits, "
-                             "'-', '_' (e.g. cmnist-1pct)")
+    check_name("dataset", name)
     if ws.has_dataset(name) and not replace:
         raise SpurAuditError(f"dataset {name!r} already exists in {ws.root}; pick another --name or pass "
                              "replace=True (--replace)")
@@ -151,7 +136,8 @@ def build_dataset(ws: "Workspace", kind: str, name: str, *, seed: int = 0, progr
     from core.data.synthetic import get_builder, resolve_builder
 
     builder = get_builder(kind)
-    _check_options(resolve_builder(kind), params, f"builder {kind!r}")
+    check_call_options(f"builder {kind!r}", resolve_builder(kind), params,
+                       unlisted=("out_dir", "path", "seed", "progress", "skip_bad"))
     _check_new_name(ws, name, replace)
     progress = progress or null_progress
     rel = dataset_dir(name)
@@ -159,7 +145,7 @@ def build_dataset(ws: "Workspace", kind: str, name: str, *, seed: int = 0, progr
         manifest = builder(tmp, seed=seed, progress=sub_progress(progress, 0.0, 0.98), **params)
         if not (tmp / MANIFEST_NAME).is_file():
             manifest.save(tmp / MANIFEST_NAME)
-    record_params = {"kind": kind, "seed": seed, **{k: _jsonable(v) for k, v in params.items()},
+    record_params = {"kind": kind, "seed": seed, **{k: to_plain(v) for k, v in params.items()},
                      "conflict_fraction": manifest.attrs.get("conflict_fraction") or _conflict_fraction(manifest),
                      "split_sizes": {s: int((manifest.df["split"] == s).sum()) for s in manifest.splits()}}
     if "conflict_fraction_by_bias" in manifest.attrs:
@@ -184,7 +170,8 @@ def add_dataset_from(ws: "Workspace", name: str, source: str, path: str | Path, 
     from core.data.loaders import get_loader
 
     loader = get_loader(source)
-    _check_options(loader, options, f"loader {source!r}")
+    check_call_options(f"loader {source!r}", loader, options,
+                       unlisted=("out_dir", "path", "seed", "progress", "skip_bad"))
     _check_new_name(ws, name, replace)
     manifest = loader(path, skip_bad=skip_bad, progress=progress, **options)
     rel = dataset_dir(name)
@@ -197,7 +184,7 @@ def add_dataset_from(ws: "Workspace", name: str, source: str, path: str | Path, 
     elif ws.path(skipped_rel).exists():
         ws.remove_path(skipped_rel)
     params = {"source": source, "path": str(Path(path).expanduser().resolve()), "skip_bad": skip_bad,
-              **{k: _jsonable(v) for k, v in options.items()}, "skipped": len(manifest.skipped),
+              **{k: to_plain(v) for k, v in options.items()}, "skipped": len(manifest.skipped),
               "split_sizes": {s: int((manifest.df["split"] == s).sum()) for s in manifest.splits()}}
     for key in ("split_note", "aligned_rule", "conflict_fraction"):
         if key in manifest.attrs:
@@ -211,14 +198,6 @@ def _conflict_fraction(manifest: Manifest) -> dict:
     """Realised ``{split: fraction of rows with aligned == False}`` (rows with unknown alignment left out)."""
     return {s: info["conflict_fraction"] for s, info in manifest.summary()["splits"].items()
             if "conflict_fraction" in info}
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except TypeError:
-        return str(value)
 
 
 __all__ = ["Manifest", "load_manifest", "build_dataset", "add_dataset_from", "dataset_dir",

@@ -28,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.config import config_from_mapping
 from core.device import resolve_device
 from core.errors import SpurAuditError, check_choice
+from core.models.optim import OPTIMIZERS, make_optimizer
 from core.mitigate.metrics import bias_decodability, evaluate_predictions, model_outputs, peak_rss_mb
 from core.progress import ProgressFn, null_progress
 
@@ -268,29 +270,6 @@ def _config_class(fn: RunFn) -> type | None:
     return None
 
 
-def config_from_mapping(cls: type, values: "dict[str, Any]", *, method: str = "") -> Any:
-    """``cls(**values)`` with nested dataclass fields built from nested mappings; unknown keys raise."""
-    import typing
-    from dataclasses import fields, is_dataclass
-
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise SpurAuditError(f"unknown {method or cls.__name__} option(s) {', '.join(unknown)}; "
-                             f"valid options: {', '.join(sorted(known))}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in values.items():
-        target = hints.get(key)
-        if isinstance(value, dict) and isinstance(target, type) and is_dataclass(target):
-            value = config_from_mapping(target, value, method=f"{method}.{key}" if method else key)
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise SpurAuditError(f"bad {method or cls.__name__} options: {exc}") from exc
-
-
 def coerce_config(fn: RunFn, config: Any, *, method: str = "") -> Any:
     """A mapping config -> the dataclass ``fn`` expects (via its ``from_dict`` when it has one)."""
     from dataclasses import is_dataclass
@@ -300,9 +279,7 @@ def coerce_config(fn: RunFn, config: Any, *, method: str = "") -> Any:
     cls = _config_class(fn)
     if cls is None:
         return config
-    if hasattr(cls, "from_dict"):
-        return cls.from_dict(config)
-    return config_from_mapping(cls, dict(config), method=method)
+    return config_from_mapping(cls, dict(config), what=method)
 
 
 def check_config(method: str, config: Mapping[str, Any] | None) -> None:
@@ -552,7 +529,6 @@ def ce_loss_fn(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, idx: torch.
     return F.cross_entropy(model(xb), yb)
 
 
-OPTIMIZERS = ("adam", "sgd")
 
 
 def check_training_options(*, optimizer: str | None = None, augment_shift: int = 0, lr_decay=None,
@@ -589,15 +565,6 @@ def random_shift(images: torch.Tensor, max_shift: int, *, generator: torch.Gener
     batch = torch.arange(b, device=images.device)[:, None, None, None]
     chan = torch.arange(c, device=images.device)[None, :, None, None]
     return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
-
-
-def make_optimizer(name: str, params, *, lr: float, weight_decay: float = 0.0,
-                   momentum: float = 0.9) -> torch.optim.Optimizer:
-    """Adam, or SGD with ``momentum``; ``name`` is checked against `OPTIMIZERS`."""
-    check_choice("optimizer", name, OPTIMIZERS)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 def fit(model: nn.Module, data: MitigationData, *, iterations: int, batch_size: int = 256, lr: float = 1e-3,

@@ -69,10 +69,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.config import config_from_mapping
 from core.device import resolve_device
 from core.errors import SpurAuditError
 from core.mitigate.common import IndexSampler, MitigationResult, register_method
 from core.models.gates import GateConfig, GatedModel, WeightGate, apply_masks
+from core.models.linear import fit_linear, fit_standardized_linear
+from core.models.optim import make_optimizer
 from core.progress import ProgressFn, null_progress, sub_progress
 
 __all__ = [
@@ -89,7 +92,6 @@ __all__ = [
     "split_holdout",
     "select_epoch",
     "bias_variance_share",
-    "fit_linear_head",
     "rank_prune",
 ]
 
@@ -208,13 +210,8 @@ class FFWConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> "FFWConfig":
-        """Build from a plain dict (e.g. CLI ``--set`` pairs); unknown keys raise `SpurAuditError`."""
-        values = dict(values or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SpurAuditError(f"unknown ffw option(s) {unknown}; valid: {', '.join(sorted(known))}")
-        return cls(**values).validate()
+        """Build from a plain dict (e.g. CLI ``--set`` pairs), type-checked by `core.config.config_from_mapping`."""
+        return config_from_mapping(cls, values, what="ffw")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,79 +295,37 @@ def train_privacy_head(head: PrivacyHead, z_train: torch.Tensor, b_train: torch.
     head.fit_standardization(z_train.detach())
     for p in head.parameters():
         p.requires_grad_(True)
-    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=momentum)
+    opt = make_optimizer("sgd", head.parameters(), lr=lr, momentum=momentum)
     z_train, z_val = z_train.detach(), z_val.detach()
-    n = len(z_train)
-    best = (float("inf"), copy.deepcopy(head.state_dict()), 0.0)
-    stale, epochs = 0, 0
-    for epoch in range(max_epochs):
-        epochs = epoch + 1
-        perm = torch.randperm(n, generator=generator).to(z_train.device)
-        for start in range(0, n, batch_size):
-            idx = perm[start:start + batch_size]
-            if len(idx) < 2:
-                continue
-            loss = F.cross_entropy(head(z_train[idx]), b_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    best = {"loss": float("inf"), "state": copy.deepcopy(head.state_dict()), "acc": 0.0, "stale": 0}
+
+    def after_epoch(epoch: int, loss: float) -> bool:
         with torch.no_grad():
             logits = head(z_val)
             val_loss = float(F.cross_entropy(logits, b_val))
             val_acc = float((logits.argmax(1) == b_val).float().mean())
-        if val_loss < best[0] - 1e-4:
-            best, stale = (val_loss, copy.deepcopy(head.state_dict()), val_acc), 0
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    head.load_state_dict(best[1])
+        if val_loss < best["loss"] - 1e-4:
+            best.update(loss=val_loss, state=copy.deepcopy(head.state_dict()), acc=val_acc, stale=0)
+            return False
+        best["stale"] += 1
+        return best["stale"] >= patience
+
+    epochs = fit_linear(head, z_train, b_train, optimizer=opt, epochs=max_epochs, batch_size=batch_size,
+                        generator=generator, min_batch=2, on_epoch=after_epoch)
+    head.load_state_dict(best["state"])
     for p in head.parameters():
         p.requires_grad_(False)
-    return {"epochs": epochs, "val_loss": best[0], "val_accuracy": best[2]}
-
-
-def fit_linear_head(z: torch.Tensor, labels: torch.Tensor, *, num_values: int, steps: int = 300, lr: float = 0.05,
-                    weight_decay: float = 1e-4) -> nn.Linear:
-    """A linear classifier trained to convergence (full-batch Adam, ``steps`` steps) on z-scored features.
-
-    ``z``: (N, D) float, ``labels``: (N,) int64 in [0, num_values). The standardisation (statistics of
-    ``z``) is folded into the returned ``nn.Linear(D, num_values)``, so it reads raw features:
-    ``W_s (z − μ)/σ + b = (W_s/σ) z + (b − W_s μ/σ)``. Weights start at zero, so a feature constant on
-    ``z`` (a pruned neuron) keeps weight 0. Full-batch from zero weights: deterministic, no random
-    state used.
-    """
-    z = z.detach().float()
-    mu = z.mean(0, keepdim=True)
-    sd = z.std(0, keepdim=True, unbiased=False) + 1e-6
-    a = (z - mu) / sd
-    lin = nn.Linear(a.shape[1], int(num_values)).to(a.device)
-    with torch.no_grad():
-        lin.weight.zero_()
-        lin.bias.zero_()
-    opt = torch.optim.Adam(lin.parameters(), lr=lr, weight_decay=weight_decay)
-    with torch.enable_grad():
-        for _ in range(steps):
-            loss = F.cross_entropy(lin(a), labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    folded = nn.Linear(a.shape[1], int(num_values)).to(a.device)
-    with torch.no_grad():
-        w = lin.weight / sd                                    # (K, D)
-        folded.weight.copy_(w)
-        folded.bias.copy_(lin.bias - w @ mu[0])
-    return folded
+    return {"epochs": epochs, "val_loss": best["loss"], "val_accuracy": best["acc"]}
 
 
 def privacy_bias_accuracy(z_fit: torch.Tensor, b_fit: torch.Tensor, z_eval: torch.Tensor, b_eval: torch.Tensor,
                           *, num_values: int, steps: int = 300, lr: float = 0.05) -> float:
     """Accuracy on (z_eval, b_eval) of a *fresh* standardized privacy head fitted to convergence on
-    (z_fit, b_fit) (`fit_linear_head`; the fit set's statistics standardise both sets).
+    (z_fit, b_fit) (`core.models.linear.fit_standardized_linear`; the fit set's statistics standardise both sets).
 
     Inputs: (N, D) float, (N,) int64.
     """
-    head = fit_linear_head(z_fit, b_fit, num_values=num_values, steps=steps, lr=lr)
+    head = fit_standardized_linear(z_fit, b_fit, num_values=num_values, steps=steps, lr=lr)
     with torch.no_grad():
         return float((head(z_eval.detach().float()).argmax(1) == b_eval).float().mean())
 
@@ -433,7 +388,7 @@ def rank_prune(z_fit: torch.Tensor, y_fit: torch.Tensor, b_fit: Mapping[str, tor
         mask = torch.zeros(z_fit.shape[1], dtype=torch.bool, device=z_fit.device)
         mask[order[:k]] = True
         zf, zh = z_fit * mask, z_hold * mask
-        task_head = fit_linear_head(zf, y_fit, num_values=num_classes) if refit_head else None
+        task_head = fit_standardized_linear(zf, y_fit, num_values=num_classes) if refit_head else None
         with torch.no_grad():
             logits = (task_head or head)(zh)
         bias = {a: privacy_bias_accuracy(zf, b_fit[a], zh, b_hold[a], num_values=num_bias_values[a])
@@ -799,7 +754,7 @@ def ffw_prune(model: nn.Module, *, x_fit: torch.Tensor, y_fit: torch.Tensor, b_f
             z_kept = z_fit_cache * feature_mask.to(z_fit_cache.device)
         else:
             z_kept = _forward_all(net, None, x_fit, dev)[1]
-        _set_head(net, fit_linear_head(z_kept, y_fit_d, num_values=int(net.head.out_features)))
+        _set_head(net, fit_standardized_linear(z_kept, y_fit_d, num_values=int(net.head.out_features)))
     progress(1.0, f"ffw done: epoch {row['epoch']} selected, sparsity {final_sparsity:.2f}")
     return FFWOutcome(model=net, masks=masks, feature_mask=feature_mask, sparsity=final_sparsity,
                       history=history, selected_epoch=int(row["epoch"]), selection_fallback=fallback,

@@ -37,12 +37,14 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from core.config import config_from_mapping
 from core.device import resolve_device
 from core.errors import SpurAuditError, check_choice
 from core.mitigate.common import MitigationResult, finish_result, register_method
+from core.models.linear import fit_linear
+from core.models.optim import make_optimizer
 from core.progress import ProgressFn, null_progress, sub_progress
 
 __all__ = [
@@ -110,12 +112,8 @@ class HeadTuningConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> "HeadTuningConfig":
-        values = dict(values or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SpurAuditError(f"unknown head-tuning option(s) {unknown}; valid: {', '.join(sorted(known))}")
-        return cls(**values).validate()
+        """Build from a plain dict, type-checked by `core.config.config_from_mapping`."""
+        return config_from_mapping(cls, values, what="head-tuning")
 
     def as_params(self) -> dict:
         """JSON-able params (spuriosity arrays summarised by their length)."""
@@ -236,8 +234,8 @@ def tune_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor, *, 
     x, y = features.to(dev).float(), labels.to(dev).long()
     xv = val_features.to(dev).float()
     yv = val_labels.cpu().numpy()
-    opt = torch.optim.SGD(tuned.parameters(), lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay)
+    opt = make_optimizer("sgd", tuned.parameters(), lr=config.lr, momentum=config.momentum,
+                         weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     slices = GapSlices(val_ranking, k=config.gap_k)
 
@@ -255,23 +253,17 @@ def tune_head(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor, *, 
 
     if below(history[0]["val_gap"]):
         return HeadTuningOutcome(head=tuned.eval(), history=history, stopped_epoch=0, early_stopped=True)
-    n = len(x)
-    for epoch in range(1, int(config.epochs) + 1):
-        perm = torch.randperm(n, generator=gen).to(dev)
-        total = 0.0
-        for start in range(0, n, config.batch_size):
-            idx = perm[start:start + config.batch_size]
-            loss = F.cross_entropy(tuned(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        row = check(epoch, total / n)
+
+    def after_epoch(epoch: int, loss: float) -> bool:
+        row = check(epoch, loss)
         history.append(row)
         progress(epoch / config.epochs, f"head epoch {epoch}: val gap {100 * row['val_gap']:.1f} pts")
-        if below(row["val_gap"]):
-            return HeadTuningOutcome(head=tuned.eval(), history=history, stopped_epoch=epoch, early_stopped=True)
-    return HeadTuningOutcome(head=tuned.eval(), history=history, stopped_epoch=int(config.epochs), early_stopped=False)
+        return below(row["val_gap"])
+
+    stopped = fit_linear(tuned, x, y, optimizer=opt, epochs=int(config.epochs), batch_size=config.batch_size,
+                         generator=gen, on_epoch=after_epoch)
+    return HeadTuningOutcome(head=tuned.eval(), history=history, stopped_epoch=stopped,
+                             early_stopped=below(history[-1]["val_gap"]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,10 @@ import torch
 
 from core.errors import SpurAuditError
 from core.progress import ProgressFn, null_progress, sub_progress
+from core.serialize import to_plain
+
+# run records store strict JSON (NaN -> null) and summarise large arrays instead of listing them
+_RUN_JSON = dict(nan_as_none=True, summarize_over=64)
 
 __all__ = ["run_mitigation", "run_comparison", "load_data", "load_ranking", "METHOD_CHOICES"]
 
@@ -81,23 +85,6 @@ def _gap_table(ranking, model, x, device) -> tuple[list[dict], dict]:
                                            for k, v in res.pooled.items()}
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist() if obj.numel() <= 64 else f"<tensor {tuple(obj.shape)}>"
-    if isinstance(obj, np.ndarray):
-        return obj.tolist() if obj.size <= 64 else f"<array {obj.shape}>"
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return None if np.isnan(v) else v
-    return obj
-
-
 def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping[str, Any] | None = None,
                    seed: int = 0, device: str = "auto", progress: ProgressFn | None = None) -> int:
     """Run ``method`` on workspace ``dataset`` from workspace ``model``; returns the run id.
@@ -120,7 +107,7 @@ def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping
     check_config(method, config)       # bad options fail here, before the run is recorded
     dev = resolve_device(device)
     run_id = ws.add_run(method=method, dataset=dataset, model=model,
-                        params={"config": _jsonable(config), "seed": int(seed), "device": str(device)})
+                        params={"config": to_plain(config, **_RUN_JSON), "seed": int(seed), "device": str(device)})
     rel = ws.run_dir(run_id) if hasattr(ws, "run_dir") else f"runs/{run_id}"
     try:
         progress(0.0, "loading data")
@@ -142,7 +129,7 @@ def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping
         artifacts = {"model": f"{rel}/model.pt", "metrics": f"{rel}/metrics.json",
                      "history": f"{rel}/history.json", "config": f"{rel}/config.json"}
         ws.save_torch(artifacts["model"], export_model(result.model.cpu()))
-        metrics = _jsonable(result.metrics)
+        metrics = to_plain(result.metrics, **_RUN_JSON)
         gap_split = next((s for s in ("test", "val") if data.has_split(s)
                           and load_ranking(ws, dataset, model, s) is not None), None)
         if gap_split is not None:
@@ -152,16 +139,16 @@ def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping
                 before, pooled_before = _gap_table(ranking, base, x, dev)
                 after, pooled_after = _gap_table(ranking, result.model, x, dev)
                 artifacts["gaps"] = f"{rel}/gaps.json"
-                ws.write_json(artifacts["gaps"], _jsonable({"split": gap_split, "before": before, "after": after,
+                ws.write_json(artifacts["gaps"], to_plain({"split": gap_split, "before": before, "after": after,
                                                             "pooled_before": pooled_before,
-                                                            "pooled_after": pooled_after}))
-                metrics["gaps"] = _jsonable({"split": gap_split, "before": pooled_before.get("gap"),
-                                             "after": pooled_after.get("gap")})
+                                                            "pooled_after": pooled_after}, **_RUN_JSON))
+                metrics["gaps"] = to_plain({"split": gap_split, "before": pooled_before.get("gap"),
+                                             "after": pooled_after.get("gap")}, **_RUN_JSON)
         if notes:
             metrics["notes"] = notes
         ws.write_json(artifacts["metrics"], metrics)
-        ws.write_json(artifacts["history"], _jsonable(result.history))
-        ws.write_json(artifacts["config"], _jsonable(result.params))
+        ws.write_json(artifacts["history"], to_plain(result.history, **_RUN_JSON))
+        ws.write_json(artifacts["config"], to_plain(result.params, **_RUN_JSON))
         ws.update_run(run_id, status="done", metrics=metrics, artifacts=artifacts)
         progress(1.0, f"run {run_id} done")
         return run_id
@@ -197,8 +184,8 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
     dev = resolve_device(device)
     kind = "sweep" if sweep_spec else "compare"
     run_id = ws.add_run(method=kind, dataset=dataset, model=model,
-                        params=_jsonable({"methods": methods, "seeds": list(seeds), "configs": dict(configs or {}),
-                                          "sweep": sweep, "device": str(device)}))
+                        params=to_plain({"methods": methods, "seeds": list(seeds), "configs": dict(configs or {}),
+                                          "sweep": sweep, "device": str(device)}, **_RUN_JSON))
     rel = f"runs/{run_id}"
     try:
         data = load_data(ws, dataset, progress=sub_progress(progress, 0.0, 0.1))
@@ -208,13 +195,13 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
             res = run_sweep(data, base, methods[0], param, values, seeds=seeds,
                             config=(configs or {}).get(methods[0]), device=dev, progress=sub_progress(progress, 0.1, 0.95))
             artifacts = res.save(ws, rel)
-            metrics = {"summary": _jsonable(res.to_dict()["summary"])}
+            metrics = {"summary": to_plain(res.to_dict()["summary"], **_RUN_JSON)}
         else:
             ranking = load_ranking(ws, dataset, model, "test")
             res = compare(data, base, methods, seeds=seeds, configs=configs, ranking=ranking, device=dev,
                           progress=sub_progress(progress, 0.1, 0.95))
             artifacts = res.save(ws, rel)
-            metrics = {"summary": _jsonable(res.to_dict()["summary"]), "pooled_gaps": _jsonable(res.pooled_gaps)}
+            metrics = {"summary": to_plain(res.to_dict()["summary"], **_RUN_JSON), "pooled_gaps": to_plain(res.pooled_gaps, **_RUN_JSON)}
         ws.update_run(run_id, status="done", metrics=metrics, artifacts=artifacts)
         progress(1.0, f"run {run_id} done")
         return run_id

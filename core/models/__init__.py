@@ -7,8 +7,9 @@ from core.models.losses import gce_loss
 from core.models.registry import (MODEL_REGISTRY, available_models, build_model, load_model,
                                   load_workspace_model, model_checkpoint, model_checkpoint_rel,
                                   model_from_checkpoint, register_model, save_model, save_workspace_model)
-from core.models.train import (ProbeConfig, TrainConfig, TrainResult, evaluate_accuracy, l2_pgd_attack,
-                               predict_logits, train_linear_probe, train_model, train_workspace_model)
+from core.models.linear import ProbeConfig, train_linear_probe
+from core.models.train import (TrainConfig, TrainResult, evaluate_accuracy, l2_pgd_attack, predict_logits,
+                               train_model, train_workspace_model)
 
 __all__ = [
     "AuditModel", "Normalize", "set_head", "gce_loss", "MODEL_REGISTRY", "available_models", "build_model",

@@ -30,7 +30,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from core.errors import SpurAuditError
+from core.errors import SpurAuditError, check_call_options
+from core.serialize import to_plain
 from core.models.audit_model import AuditModel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -383,19 +384,6 @@ def available_models() -> list[str]:
     return [k + "<name>" if k.endswith(":") else k for k in MODEL_REGISTRY]
 
 
-def _check_kwargs(arch: str, builder: ModelBuilder, kwargs: Mapping[str, Any]) -> None:
-    import inspect
-
-    params = inspect.signature(builder).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    allowed = [k for k in params if k not in ("num_classes", "pretrained", "name")]
-    bad = [k for k in kwargs if k not in allowed]
-    if bad:
-        raise SpurAuditError(f"arch {arch!r} does not take option(s) {', '.join(bad)}; valid options: "
-                             f"{', '.join(allowed) or '(none)'}")
-
-
 def build_model(arch: str, *, num_classes: int, pretrained: Any = None, **kwargs: Any) -> AuditModel:
     """Build an `AuditModel` by registry name.
 
@@ -416,13 +404,13 @@ def build_model(arch: str, *, num_classes: int, pretrained: Any = None, **kwargs
         raise SpurAuditError(f"num_classes must be >= 1, got {num_classes}")
     if arch in MODEL_REGISTRY and not arch.endswith(":"):
         builder = MODEL_REGISTRY[arch]
-        _check_kwargs(arch, builder, kwargs)
+        check_call_options(f"arch {arch!r}", builder, kwargs, unlisted=("num_classes", "pretrained", "name"))
         return builder(num_classes=num_classes, pretrained=pretrained, **kwargs)
     if ":" in arch:
         family, name = arch.split(":", 1)
         builder = MODEL_REGISTRY.get(family + ":")
         if builder is not None:
-            _check_kwargs(arch, builder, kwargs)
+            check_call_options(f"arch {arch!r}", builder, kwargs, unlisted=("num_classes", "pretrained", "name"))
             return builder(name=name, num_classes=num_classes, pretrained=pretrained, **kwargs)
     raise SpurAuditError(f"unknown arch {arch!r}; valid choices: {', '.join(available_models())}")
 
@@ -430,38 +418,15 @@ def build_model(arch: str, *, num_classes: int, pretrained: Any = None, **kwargs
 # ---------------------------------------------------------------------------------------------
 # save / load
 # ---------------------------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    """Make ``value`` loadable with weights_only=True (dict/list/str/int/float/bool/None/tensors)."""
-    import dataclasses
-
-    import numpy as np
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _plain(dataclasses.asdict(value))
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, (str, int, float, bool)) or torch.is_tensor(value):
-        return value
-    return str(value)
-
-
 def model_checkpoint(model: AuditModel, *, extra: Mapping[str, Any] | None = None) -> dict:
     """The dict `save_model` writes: format, version, arch, config, num_classes, feature_dim, state_dict, extra."""
     if not isinstance(model, AuditModel):
         raise SpurAuditError(f"save_model needs an AuditModel (from build_model), got {type(model).__name__}")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "arch": model.arch,
-            "config": _plain(model.config), "num_classes": int(model.num_classes),
+            "config": to_plain(model.config, keep_tensors=True), "num_classes": int(model.num_classes),
             "feature_dim": int(model.feature_dim), "has_spatial_map": bool(model.has_spatial_map),
-            "state_dict": state, "extra": _plain(dict(extra or {}))}
+            "state_dict": state, "extra": to_plain(dict(extra or {}), keep_tensors=True)}
 
 
 def save_model(model: AuditModel, path: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
@@ -524,8 +489,8 @@ def save_workspace_model(ws: Any, name: str, model: AuditModel, *, dataset: str 
     if not replace and ws.has_model(name):
         raise SpurAuditError(f"model {name!r} already exists; pick another name or pass replace=True (--replace)")
     rel = model_checkpoint_rel(name)
-    record_config = _plain({"model_config": model.config, **dict(config or {})})
-    record_metrics = _plain(dict(metrics or {}))
+    record_config = to_plain({"model_config": model.config, **dict(config or {})}, keep_tensors=True)
+    record_metrics = to_plain(dict(metrics or {}), keep_tensors=True)
     ckpt = model_checkpoint(model, extra={"config": record_config, "metrics": record_metrics, **dict(extra or {})})
     ws.save_torch(rel, ckpt)
     return ws.add_model(name, dataset=dataset, arch=model.arch, checkpoint_rel=rel, config=record_config,

@@ -1,16 +1,14 @@
-"""Training: ERM / GCE, optional L2-PGD adversarial training, weighted sampling, linear probes.
+"""Training: ERM / GCE, optional L2-PGD adversarial training, weighted sampling.
 
 `train_model` trains a whole `AuditModel` (or any ``nn.Module`` mapping images to logits) on a torch
 Dataset yielding ``(x, y, ...)`` with x a (C, H, W) float image in [0, 1] (uint8 is scaled by 1/255).
 In-memory ``TensorDataset``s (and ``Subset``s of them) are indexed by whole batches directly instead
 of through a DataLoader with per-item collation, which is several times faster on CPU.
 
-`train_linear_probe` trains only a linear head on cached features (the frozen-backbone path of
-METHODS §1: SGD momentum 0.9, lr 0.01, 20 epochs, batch 128).
+Linear heads on cached features (probes, head tuning) train in `core.models.linear`.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,11 +21,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from core.device import resolve_device
+from core.config import config_from_mapping
 from core.errors import SpurAuditError, check_choice
+from core.models.linear import positive_int
 from core.models.losses import gce_loss
+from core.models.optim import OPTIMIZERS, make_optimizer
 from core.progress import ProgressFn, null_progress
 
-OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "cosine", "step")
 LOSSES = ("ce", "gce")
 
@@ -82,9 +82,9 @@ class TrainConfig:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("loss", self.loss, LOSSES)
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("eval_batch_size", self.eval_batch_size)
+        positive_int("epochs", self.epochs)
+        positive_int("batch_size", self.batch_size)
+        positive_int("eval_batch_size", self.eval_batch_size)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise SpurAuditError(f"lr must be a positive number, got {self.lr}")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
@@ -94,17 +94,17 @@ class TrainConfig:
         if self.adv_eps < 0:
             raise SpurAuditError(f"adv_eps must be >= 0 (0 = no adversarial training), got {self.adv_eps}")
         if self.adv_eps > 0:
-            _positive_int("adv_steps", self.adv_steps)
+            positive_int("adv_steps", self.adv_steps)
             if self.adv_step_size is not None and self.adv_step_size <= 0:
                 raise SpurAuditError(f"adv_step_size must be > 0, got {self.adv_step_size}")
         if self.step_epochs is not None:
-            _positive_int("step_epochs", self.step_epochs)
+            positive_int("step_epochs", self.step_epochs)
         if not 0 < self.gamma <= 1:
             raise SpurAuditError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.early_stopping_patience is not None:
-            _positive_int("early_stopping_patience", self.early_stopping_patience)
+            positive_int("early_stopping_patience", self.early_stopping_patience)
         if self.max_iters is not None:
-            _positive_int("max_iters", self.max_iters)
+            positive_int("max_iters", self.max_iters)
         if self.num_workers < 0:
             raise SpurAuditError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
@@ -140,35 +140,6 @@ class TrainResult:
                 "wall_time": round(self.wall_time, 3), "iterations": self.iterations,
                 "stopped_early": self.stopped_early, "epochs_run": len(self.history),
                 "final_train_loss": last.get("train_loss"), "final_train_acc": last.get("train_acc")}
-
-
-@dataclass
-class ProbeConfig:
-    """Options of `train_linear_probe` (defaults: METHODS §1, SGD momentum 0.9, lr 0.01, 20 epochs, batch 128)."""
-
-    epochs: int = 20
-    lr: float = 0.01
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    seed: int = 0
-    restore_best: bool = True
-
-    def validate(self) -> "ProbeConfig":
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SpurAuditError(f"lr must be a positive number, got {self.lr}")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise SpurAuditError(f"need weight_decay >= 0 and 0 <= momentum < 1, got {self.weight_decay}, {self.momentum}")
-        return self
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or int(value) < 1:
-        raise SpurAuditError(f"{name} must be a positive integer, got {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,13 +251,6 @@ def l2_pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
 # ---------------------------------------------------------------------------------------------
 # train_model
 # ---------------------------------------------------------------------------------------------
-def _make_optimizer(params: Sequence[nn.Parameter] | Any, *, name: str, lr: float, momentum: float,
-                    weight_decay: float) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-
 def _check_weights(sample_weights: Any, n: int) -> torch.Tensor | None:
     if sample_weights is None:
         return None
@@ -330,8 +294,7 @@ def train_model(model: nn.Module, train: Dataset, *, config: TrainConfig | None 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise SpurAuditError("model has no trainable parameters (all requires_grad=False)")
-    opt = _make_optimizer(params, name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
+    opt = make_optimizer(cfg.optimizer, params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_iters is not None:
@@ -428,111 +391,6 @@ def train_model(model: nn.Module, train: Dataset, *, config: TrainConfig | None 
 
 
 # ---------------------------------------------------------------------------------------------
-# linear probe on cached features
-# ---------------------------------------------------------------------------------------------
-def _as_rows(features: Any, name: str) -> torch.Tensor | np.ndarray:
-    if torch.is_tensor(features):
-        if features.dim() != 2:
-            raise SpurAuditError(f"{name} must be (N, D), got shape {tuple(features.shape)}")
-        return features
-    arr = features if isinstance(features, np.ndarray) else np.asarray(features)
-    if arr.ndim != 2:
-        raise SpurAuditError(f"{name} must be (N, D), got shape {arr.shape}")
-    return arr
-
-
-def _take(features: torch.Tensor | np.ndarray, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Rows ``idx`` as float32 on ``device`` (numpy/memmap rows are read in sorted order)."""
-    if torch.is_tensor(features):
-        return features[idx].to(device).float()
-    rows = np.asarray(features[np.asarray(idx)], dtype=np.float32)
-    return torch.from_numpy(rows).to(device)
-
-
-def _as_labels(labels: Any, n: int, num_classes: int, name: str) -> torch.Tensor:
-    y = torch.as_tensor(np.asarray(labels)).long().flatten()
-    if y.numel() != n:
-        raise SpurAuditError(f"{name} has {y.numel()} entries but the features have {n} rows")
-    if n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise SpurAuditError(f"{name} must be class indices in [0, {num_classes}); got range "
-                             f"[{int(y.min())}, {int(y.max())}]")
-    return y
-
-
-@torch.no_grad()
-def _probe_accuracy(head: nn.Linear, feats: torch.Tensor | np.ndarray, y: torch.Tensor, device: torch.device,
-                    chunk: int = 8192) -> float:
-    correct = 0
-    for s in range(0, len(y), chunk):
-        idx = torch.arange(s, min(s + chunk, len(y)))
-        correct += int((head(_take(feats, idx, device)).argmax(1).cpu() == y[idx]).sum())
-    return correct / max(len(y), 1)
-
-
-def train_linear_probe(features: Any, labels: Any, *, num_classes: int, config: ProbeConfig | None = None,
-                       val: tuple[Any, Any] | None = None, device: str | torch.device = "auto",
-                       progress: ProgressFn | None = None) -> nn.Linear:
-    """Train ``nn.Linear(D, num_classes)`` on frozen features with cross-entropy.
-
-    Args:
-        features: (N, D) float array/tensor (float16 memmaps are fine; read batch by batch).
-        labels: (N,) int class indices in [0, num_classes).
-        config: `ProbeConfig` (SGD momentum 0.9, lr 0.01, 20 epochs, batch 128 by default).
-        val: optional ``(features, labels)``; with ``config.restore_best`` the head of the best validation
-            epoch is returned.
-        device, progress: as everywhere.
-
-    Returns:
-        The trained ``nn.Linear`` on CPU, eval mode. Put it into a model with ``set_head(model, head)``.
-    """
-    cfg = (config or ProbeConfig()).validate()
-    progress = progress or null_progress
-    _positive_int("num_classes", num_classes)
-    feats = _as_rows(features, "features")
-    n, d = int(feats.shape[0]), int(feats.shape[1])
-    if n == 0:
-        raise SpurAuditError("no features to train the probe on")
-    y = _as_labels(labels, n, num_classes, "labels")
-    val_feats = val_y = None
-    if val is not None:
-        val_feats = _as_rows(val[0], "val features")
-        if int(val_feats.shape[1]) != d:
-            raise SpurAuditError(f"val features have {val_feats.shape[1]} columns, train features {d}")
-        val_y = _as_labels(val[1], int(val_feats.shape[0]), num_classes, "val labels")
-    dev = resolve_device(device)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    head = nn.Linear(d, int(num_classes)).to(dev)
-    opt = _make_optimizer(head.parameters(), name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
-    best_acc, best_state = None, None
-    for epoch in range(1, cfg.epochs + 1):
-        order = torch.randperm(n, generator=gen)
-        loss_sum = 0.0
-        for s in range(0, n, cfg.batch_size):
-            idx = order[s:s + cfg.batch_size]
-            if not torch.is_tensor(feats):
-                idx = idx.sort().values  # sequential reads on memmaps
-            x = _take(feats, idx, dev)
-            loss = F.cross_entropy(head(x), y[idx].to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * len(idx)
-        msg = f"probe epoch {epoch}/{cfg.epochs} loss {loss_sum / n:.4f}"
-        if val_feats is not None and val_y is not None:
-            acc = _probe_accuracy(head, val_feats, val_y, dev)
-            msg += f" val {acc:.3f}"
-            if best_acc is None or acc > best_acc:
-                best_acc = acc
-                best_state = copy.deepcopy(head.state_dict())
-        progress(epoch / cfg.epochs, msg)
-    if cfg.restore_best and best_state is not None:
-        head.load_state_dict(best_state)
-    return head.cpu().eval()
-
-
-# ---------------------------------------------------------------------------------------------
 # workspace training (CLI `model train` and the "train" job kind)
 # ---------------------------------------------------------------------------------------------
 def train_workspace_model(ws: Any, name: str, *, dataset: str, arch: str = "small_cnn",
@@ -557,11 +415,7 @@ def train_workspace_model(ws: Any, name: str, *, dataset: str, arch: str = "smal
 
     progress = progress or null_progress
     if isinstance(config, dict):
-        unknown = sorted(set(config) - set(TrainConfig.__dataclass_fields__))
-        if unknown:
-            raise SpurAuditError(f"unknown training option(s) {', '.join(unknown)}; valid options: "
-                                 f"{', '.join(TrainConfig.__dataclass_fields__)}")
-        config = TrainConfig(**config)
+        config = config_from_mapping(TrainConfig, config, what="training")
     cfg = (config or TrainConfig()).validate()
     if ws.has_model(name) and not replace:
         raise SpurAuditError(f"model {name!r} already exists; pick another name or pass replace=True (--replace)")

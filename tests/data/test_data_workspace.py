@@ -63,7 +63,7 @@ def test_failed_build_leaves_nothing(tmp_path):
     assert not [p for p in ws.path("datasets").iterdir() if p.name.startswith(".tmp")]
     with pytest.raises(SpurAuditError, match="valid choices"):
         build_dataset(ws, "svhn", "x")
-    with pytest.raises(SpurAuditError, match=r"does not take option\(s\) \['rho'\].*conflict, sigma"):
+    with pytest.raises(SpurAuditError, match=r"unknown builder 'colored-mnist' option\(s\) \['rho'\].*conflict, sigma"):
         build_dataset(ws, "colored-mnist", "x", rho=0.9)
     with pytest.raises(SpurAuditError, match=r"\['label_col'\].*target, bias_attr"):
         add_dataset_from(ws, "x", "celeba", tmp_path, label_col="y")

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from core.errors import SpurAuditError
-from core.models import (ProbeConfig, TrainConfig, build_model, evaluate_accuracy, gce_loss, l2_pgd_attack,
-                         set_head, train_linear_probe, train_model)
+from core.models import TrainConfig, build_model, evaluate_accuracy, gce_loss, l2_pgd_attack, train_model
 
 torch.set_num_threads(1)
 WIDTHS = [8, 16, 16]
@@ -173,33 +172,6 @@ def test_gce_loss_matches_hand_computation():
     assert ratio[0] > ratio[1]
     with pytest.raises(SpurAuditError):
         gce_loss(logits, targets, q=0.0)
-
-
-def test_linear_probe_on_cached_features(tmp_path):
-    rng = np.random.default_rng(0)
-    centers = rng.normal(0, 3, size=(4, 8))
-    y = np.repeat(np.arange(4), 50)
-    feats = (centers[y] + rng.normal(0, 1, size=(200, 8))).astype(np.float16)
-    mm_path = tmp_path / "features.npy"
-    np.save(mm_path, feats)
-    mm = np.load(mm_path, mmap_mode="r")  # float16 memmap, as in the feature store
-    vy = np.repeat(np.arange(4), 10)
-    vfeats = (centers[vy] + rng.normal(0, 1, size=(40, 8))).astype(np.float32)
-    head = train_linear_probe(mm, y, num_classes=4, config=ProbeConfig(epochs=10), val=(vfeats, vy), device="cpu")
-    assert head.in_features == 8 and head.out_features == 4
-    with torch.no_grad():
-        acc = float((head(torch.from_numpy(vfeats)).argmax(1).numpy() == vy).mean())
-    assert acc > 0.9
-    # deterministic, and the tensor path agrees with the memmap path
-    head2 = train_linear_probe(torch.from_numpy(feats.astype(np.float32)), torch.from_numpy(y), num_classes=4,
-                               config=ProbeConfig(epochs=10), val=(vfeats, vy), device="cpu")
-    assert ProbeConfig().epochs == 20 and ProbeConfig().lr == 0.01 and ProbeConfig().batch_size == 128
-    torch.testing.assert_close(head.weight, head2.weight)
-    model = build_model("mlp", num_classes=2, hidden=[8], input_size=[3, 4, 4])
-    set_head(model, head)
-    assert model.num_classes == 4 and model(torch.rand(2, 3, 4, 4)).shape == (2, 4)
-    with pytest.raises(SpurAuditError, match="class indices"):
-        train_linear_probe(mm, y + 4, num_classes=4, device="cpu")
 
 
 def test_grad_clip_bounds_each_step_and_input_noise_changes_training():
