@@ -39,7 +39,7 @@ KIND_MODULES: tuple[str, ...] = (
     "core.mitigate",          # mitigate
     "core.audit",             # audit
     "core.concepts",          # concepts
-    "core.rare",              # rare
+    "core.rare.jobs",         # rare-sweep, rare-canary
     "core.report",            # report
 )
 KIND_IMPORT_ERRORS: dict[str, str] = {}

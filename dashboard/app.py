@@ -30,6 +30,7 @@ PAGES = [
     st.Page(str(_PAGES / "gaps.py"), title="Gaps", icon=":material/bar_chart:"),
     st.Page(str(_PAGES / "crops.py"), title="Crops & sensitivity", icon=":material/crop:"),
     st.Page(str(_PAGES / "mitigate.py"), title="Mitigate", icon=":material/healing:"),
+    st.Page(str(_PAGES / "rare.py"), title="Rare patterns", icon=":material/pattern:"),
     st.Page(str(_PAGES / "report.py"), title="Report", icon=":material/description:"),
 ]
 

@@ -257,3 +257,39 @@ def saved_discovery(ws, dataset: str, model: str):
     if not path.exists():
         return None
     return _saved_discovery(str(ws.root), dataset, model, file_stamp(path))
+
+
+# ------------------------------------------------------------------------------------------------
+# rare patterns (dashboard/app_pages/rare.py) — results and previews computed by `core.rare`
+# ------------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=32)
+def _rare_run(root: str, run_id: int, stamp: tuple):
+    from core.rare.artifacts import load_rare_run
+
+    return load_rare_run(workspace(root), run_id)
+
+
+def rare_run(ws, run_id: int):
+    """`core.rare.artifacts.RareRun` of ``run_id`` — cached until the run record changes (a running
+    sweep updates it after every cell)."""
+    run = ws.get_run(int(run_id))
+    return _rare_run(str(ws.root), int(run_id), (run.updated, run.status))
+
+
+@st.cache_data(show_spinner="Drawing the patterned images…", max_entries=32)
+def _rare_preview(root: str, data: str, dataset: str | None, patterns: tuple, patch: tuple, target: int, k: int,
+                  stamp: tuple):
+    from core.rare.preview import preview_patterns
+
+    return preview_patterns(workspace(root), data=data, dataset=dataset, patterns=list(patterns),
+                            patch=dict(patch) if patch else None, target=target, k=k)
+
+
+def rare_preview(ws, *, data: str, dataset: str | None, patterns: list[str], patch: dict | None, target: int,
+                 k: int = 4) -> dict:
+    """{"original" | pattern: [uint8 (H, W, 3)]} — `core.rare.preview.preview_patterns`, cached."""
+    stamp = ()
+    if patch and patch.get("path"):
+        stamp = file_stamp(ws.path(patch["path"]) if not Path(patch["path"]).is_absolute() else patch["path"])
+    patch_key = tuple(sorted((k_, tuple(v) if isinstance(v, list) else v) for k_, v in (patch or {}).items()))
+    return _rare_preview(str(ws.root), data, dataset, tuple(patterns), patch_key, int(target), int(k), stamp)

@@ -9,9 +9,12 @@ nothing).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 from core.errors import SpurAuditError
 
@@ -28,12 +31,57 @@ def attack_features(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 @dataclass
 class MembershipResult:
-    """Attack accuracy on the target model (0.5 = chance), overall and on subgroups of members."""
+    """Attack accuracy on the target model (0.5 = chance), overall and on subgroups of members.
+
+    ``member_accuracy[g]``: fraction of group g's members flagged as members. ``member_auroc[g]``: AUROC
+    of the attack score separating group g's members from all true non-members (0.5 = chance; NaN for
+    an empty group).
+    """
 
     accuracy: float
     auroc: float
     member_accuracy: dict[str, float]
     best_c: float
+    member_auroc: dict[str, float] = field(default_factory=dict)
+
+
+def fit_attack(shadow_in: tuple[np.ndarray, np.ndarray], shadow_out: tuple[np.ndarray, np.ndarray], *,
+               seed: int = 0) -> LogisticRegression:
+    """The attack classifier (logistic regression, C chosen by 3-fold CV) trained on the shadow model's
+    (probs (N, K), labels (N,)) on its members (label 1) and non-members (label 0)."""
+    xs = np.vstack([attack_features(*shadow_in), attack_features(*shadow_out)])
+    ys = np.r_[np.ones(len(shadow_in[1])), np.zeros(len(shadow_out[1]))]
+    if len(np.unique(ys)) < 2:
+        raise SpurAuditError("the shadow model needs both members and non-members")
+    search = GridSearchCV(LogisticRegression(max_iter=2000), {"C": [0.01, 0.1, 1.0, 10.0]},
+                          cv=StratifiedKFold(3, shuffle=True, random_state=seed))
+    search.fit(xs, ys)
+    return search.best_estimator_
+
+
+def evaluate_attack(attack: LogisticRegression, target_in: tuple[np.ndarray, np.ndarray],
+                    target_out: tuple[np.ndarray, np.ndarray], *,
+                    member_groups: dict[str, np.ndarray] | None = None) -> MembershipResult:
+    """Apply a fitted attack to the target model's (probs, labels) on true members / true non-members."""
+    f_in, f_out = attack_features(*target_in), attack_features(*target_out)
+    xt = np.vstack([f_in, f_out])
+    yt = np.r_[np.ones(len(f_in)), np.zeros(len(f_out))]
+    scores = attack.predict_proba(xt)[:, 1]
+    pred_in = attack.predict(f_in)
+    s_in, s_out = scores[:len(f_in)], scores[len(f_in):]
+    groups, aurocs = {}, {}
+    for name, mask in (member_groups or {}).items():
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(f_in),):
+            raise SpurAuditError(f"member group {name!r} must be a bool mask over the {len(f_in)} target members")
+        groups[name] = float(pred_in[mask].mean()) if mask.any() else float("nan")
+        if mask.any() and len(s_out):
+            aurocs[name] = float(roc_auc_score(np.r_[np.ones(int(mask.sum())), np.zeros(len(s_out))],
+                                               np.r_[s_in[mask], s_out]))
+        else:
+            aurocs[name] = float("nan")
+    return MembershipResult(accuracy=float((attack.predict(xt) == yt).mean()), auroc=float(roc_auc_score(yt, scores)),
+                            member_accuracy=groups, best_c=float(attack.C), member_auroc=aurocs)
 
 
 def membership_attack(shadow_in: tuple[np.ndarray, np.ndarray], shadow_out: tuple[np.ndarray, np.ndarray],
@@ -45,30 +93,8 @@ def membership_attack(shadow_in: tuple[np.ndarray, np.ndarray], shadow_out: tupl
         shadow_in/shadow_out: (probs (N, K), labels (N,)) of the shadow model on its members / non-members.
         target_in/target_out: the same for the target model (true members / true non-members).
         member_groups: name -> bool mask over ``target_in`` rows (e.g. ``{"spurious": ..., "clean": ...}``);
-            the result gives the fraction of each group flagged as member.
+            the result gives the fraction of each group flagged as member and the group's AUROC against
+            the non-members.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-
-    xs = np.vstack([attack_features(*shadow_in), attack_features(*shadow_out)])
-    ys = np.r_[np.ones(len(shadow_in[1])), np.zeros(len(shadow_out[1]))]
-    if len(np.unique(ys)) < 2:
-        raise SpurAuditError("the shadow model needs both members and non-members")
-    search = GridSearchCV(LogisticRegression(max_iter=2000), {"C": [0.01, 0.1, 1.0, 10.0]},
-                          cv=StratifiedKFold(3, shuffle=True, random_state=seed))
-    search.fit(xs, ys)
-    attack = search.best_estimator_
-    f_in, f_out = attack_features(*target_in), attack_features(*target_out)
-    xt = np.vstack([f_in, f_out])
-    yt = np.r_[np.ones(len(f_in)), np.zeros(len(f_out))]
-    scores = attack.predict_proba(xt)[:, 1]
-    pred_in = attack.predict(f_in)
-    groups = {}
-    for name, mask in (member_groups or {}).items():
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != (len(f_in),):
-            raise SpurAuditError(f"member group {name!r} must be a bool mask over the {len(f_in)} target members")
-        groups[name] = float(pred_in[mask].mean()) if mask.any() else float("nan")
-    return MembershipResult(accuracy=float((attack.predict(xt) == yt).mean()), auroc=float(roc_auc_score(yt, scores)),
-                            member_accuracy=groups, best_c=float(search.best_params_["C"]))
+    attack = fit_attack(shadow_in, shadow_out, seed=seed)
+    return evaluate_attack(attack, target_in, target_out, member_groups=member_groups)

@@ -13,15 +13,19 @@ Incremental retraining deletes the group and keeps training from the current wei
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.utils.data import TensorDataset
 
 from core.device import resolve_device
 from core.errors import SpurAuditError
+from core.models.train import TrainConfig, train_model
 from core.progress import ProgressFn, null_progress
+
 
 
 @dataclass
@@ -87,7 +91,6 @@ def group_influence_removal(model: nn.Module, images: torch.Tensor, labels: torc
                             remove: torch.Tensor, *, config: LissaConfig | None = None,
                             device: "str | torch.device" = "auto", progress: ProgressFn | None = None) -> nn.Module:
     """Return a copy of ``model`` with the group ``remove`` (indices into the training set) unlearned."""
-    import copy
 
     if len(remove) == 0:
         raise SpurAuditError("nothing to remove: the group is empty")
@@ -112,28 +115,19 @@ def group_influence_removal(model: nn.Module, images: torch.Tensor, labels: torc
 
 def incremental_retraining(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, remove: torch.Tensor, *,
                            epochs: int = 5, lr: float = 0.01, momentum: float = 0.9, batch_size: int = 128,
-                           seed: int = 0, device: "str | torch.device" = "auto",
-                           progress: ProgressFn | None = None) -> nn.Module:
-    """Delete ``remove`` from the training set and keep training a copy of ``model`` (SGD)."""
-    import copy
-
+                           optimizer: str = "sgd", seed: int = 0, config: TrainConfig | None = None,
+                           device: "str | torch.device" = "auto", progress: ProgressFn | None = None) -> nn.Module:
+    """Delete ``remove`` from the training set and keep training a copy of ``model`` for ``epochs``
+    epochs (through `core.models.train.train_model`, a fresh optimizer). ``config`` (a `TrainConfig`,
+    e.g. the recipe the model was trained with) replaces the optimizer/lr/momentum/batch options; its
+    ``epochs`` and ``seed`` are set from the arguments."""
     if epochs < 1:
         raise SpurAuditError("epochs must be >= 1")
-    progress = progress or null_progress
-    dev = resolve_device(device)
     keep = torch.ones(len(images), dtype=torch.bool)
     keep[remove] = False
-    x, y = images[keep], labels[keep]
-    new = copy.deepcopy(model).to(dev).train()
-    opt = torch.optim.SGD(new.parameters(), lr=lr, momentum=momentum)
-    gen = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
-            loss = nn.functional.cross_entropy(new(x[idx].to(dev)), y[idx].to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        progress((epoch + 1) / epochs, f"incremental retraining epoch {epoch + 1}/{epochs}")
-    return new.eval()
+    base = config or TrainConfig(lr=lr, momentum=momentum, batch_size=batch_size, optimizer=optimizer)
+    cfg = replace(base, epochs=int(epochs), seed=int(seed), max_iters=None, early_stopping_patience=None)
+    new = copy.deepcopy(model)
+    result = train_model(new, TensorDataset(images[keep], labels[keep]), config=cfg, device=device,
+                         progress=progress)
+    return result.model.eval()

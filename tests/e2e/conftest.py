@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -47,12 +49,12 @@ def populated(tmp_path_factory) -> dict:
     return shared_workspace(tmp_path_factory)
 
 
-@pytest.fixture(scope="session")
-def app_url(populated, chromium_path, tmp_path_factory):
-    """Start `streamlit run dashboard/app.py` against the populated workspace on a free port."""
+@contextmanager
+def serve_app(workspace: str, log: Path) -> Iterator[str]:
+    """Run `streamlit run dashboard/app.py` with ``SPURAUDIT_WORKSPACE=workspace`` on a free port; yields
+    its URL once healthy, stops the server's process group on exit."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "SPURAUDIT_WORKSPACE": populated["root"], "PYTHONPATH": str(REPO),
+    env = {**os.environ, "SPURAUDIT_WORKSPACE": workspace, "PYTHONPATH": str(REPO),
            "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     with open(log, "wb") as fh:
         cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
@@ -85,6 +87,13 @@ def app_url(populated, chromium_path, tmp_path_factory):
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+@pytest.fixture(scope="session")
+def app_url(populated, chromium_path, tmp_path_factory):
+    """Start `streamlit run dashboard/app.py` against the populated workspace on a free port."""
+    with serve_app(populated["root"], tmp_path_factory.mktemp("streamlit") / "server.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
