@@ -10,7 +10,7 @@ kind call. It
 3. when the audit saved spuriosity rankings of train and val (`core.audit.pipeline.load_rankings`),
    passes them to head tuning / error tuning as their spuriosity arrays (unless the config gives some);
 4. runs the method (`core.mitigate.common.get_method`), saves ``runs/<id>/model.pt``
-   (`export_model`: weights with pruned entries zeroed + binary masks), ``metrics.json``,
+   (`core.models.checkpoints.export_masked_model`: weights with pruned entries zeroed + binary masks), ``metrics.json``,
    ``history.json``, ``config.json``, and — when a ranking of the test (else val) split exists —
    per-class spurious gaps of the model before and after (``gaps.json``; pooled gaps in the metrics);
 5. marks the run "done" with its metrics and artifacts, or "failed" with the error (then re-raises).
@@ -96,8 +96,9 @@ def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping
     the run "failed" and re-raises.
     """
     from core.device import resolve_device
-    from core.mitigate.common import check_config, export_model, get_method
-    from core.models.registry import load_model
+    from core.mitigate.common import check_config, get_method
+    from core.models.checkpoints import export_masked_model
+    from core.models.checkpoints import load_model
 
     progress = progress or null_progress
     config = dict(config or {})
@@ -128,7 +129,7 @@ def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping
         progress(0.9, "saving")
         artifacts = {"model": f"{rel}/model.pt", "metrics": f"{rel}/metrics.json",
                      "history": f"{rel}/history.json", "config": f"{rel}/config.json"}
-        ws.save_torch(artifacts["model"], export_model(result.model.cpu()))
+        ws.save_torch(artifacts["model"], export_masked_model(result.model.cpu()))
         metrics = to_plain(result.metrics, **_RUN_JSON)
         gap_split = next((s for s in ("test", "val") if data.has_split(s)
                           and load_ranking(ws, dataset, model, s) is not None), None)
@@ -168,7 +169,7 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
     from core.mitigate.common import check_config
     from core.mitigate.compare import compare, parse_sweep
     from core.mitigate.compare import sweep as run_sweep
-    from core.models.registry import load_model
+    from core.models.checkpoints import load_model
 
     progress = progress or null_progress
     methods = [m for m in methods]

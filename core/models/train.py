@@ -410,7 +410,8 @@ def train_workspace_model(ws: Any, name: str, *, dataset: str, arch: str = "smal
     from torch.utils.data import TensorDataset as _TD
 
     from core.data import load_manifest
-    from core.models.registry import build_model, save_workspace_model
+    from core.models.checkpoints import save_workspace_model
+    from core.models.registry import build_model
     from core.progress import sub_progress
 
     progress = progress or null_progress
