@@ -9,15 +9,16 @@ group (``start_new_session=True``), its stdout/stderr going to ``jobs/<id>.log``
 OOM, reboot) or stopped beating as failed with the log tail, so no job stays "running" forever.
 
 Job kinds live in ``JOB_KINDS`` (name -> ``fn(ws, params, progress) -> dict`` of JSON-able
-results); modules add theirs with ``@register_job_kind("name")``. `load_job_kinds` imports the
-modules in ``KIND_MODULES`` lazily, tolerating the ones not present.
+results), collected here, in one place, from the ``JOB_KINDS`` dict of each package's job adapter
+module (``core.<package>.jobs``: params -> the package's config -> one call). Tests and extensions can
+add kinds with ``@register_job_kind("name")``.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -26,23 +27,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
+from core.audit import jobs as audit_jobs
 from core.errors import SpurAuditError, check_choice
+from core.features import jobs as features_jobs
+from core.mitigate import jobs as mitigate_jobs
+from core.models import jobs as models_jobs
 from core.progress import ProgressFn
 from core.serialize import json_default
 from core.workspace import JobRecord, Workspace
 
 JobFn = Callable[[Workspace, dict, ProgressFn], dict]
 JOB_KINDS: dict[str, JobFn] = {}
-KIND_MODULES: tuple[str, ...] = (
-    "core.features.extract",  # extract
-    "core.models.train",      # train
-    "core.mitigate",          # mitigate
-    "core.audit",             # audit
-    "core.concepts",          # concepts
-    "core.rare",              # rare
-    "core.report",            # report
-)
-KIND_IMPORT_ERRORS: dict[str, str] = {}
 
 HEARTBEAT_S = 2.0          # the runner beats this often
 STALE_AFTER_S = 60.0       # reconcile: a live pid without a beat for this long counts as hung
@@ -51,7 +46,6 @@ CANCEL_GRACE_S = 5.0
 ACTIVE = ("queued", "running")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _CHILDREN: dict[int, "object"] = {}  # pid -> Popen, reaped by _reap()
-_loaded = False
 
 
 class JobCancelled(BaseException):
@@ -74,32 +68,13 @@ def register_job_kind(name: str, *, replace: bool = True) -> Callable[[JobFn], J
 
 
 def load_job_kinds() -> dict[str, JobFn]:
-    """Import the modules that register job kinds (once); missing modules are skipped, modules that
-    fail to import are remembered in ``KIND_IMPORT_ERRORS`` (shown when a kind is unknown)."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for mod in KIND_MODULES:
-            try:
-                importlib.import_module(mod)
-            except ModuleNotFoundError as exc:
-                if exc.name and (mod == exc.name or mod.startswith(exc.name + ".")):
-                    continue  # that part of the engine is not there (yet)
-                KIND_IMPORT_ERRORS[mod] = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # a broken module must not break job listing
-                KIND_IMPORT_ERRORS[mod] = f"{type(exc).__name__}: {exc}"
+    """Every registered job kind (name -> function)."""
     return JOB_KINDS
 
 
 def _check_kind(kind: str) -> JobFn:
-    kinds = load_job_kinds()
-    if kind not in kinds:
-        extra = ""
-        if KIND_IMPORT_ERRORS:
-            extra = "; modules that failed to import: " + "; ".join(f"{m} ({e})" for m, e in KIND_IMPORT_ERRORS.items())
-        check_choice("job kind", kind, sorted(kinds) or ["(none registered)"])  # raises
-        raise SpurAuditError(f"unknown job kind {kind!r}{extra}")  # pragma: no cover
-    return kinds[kind]
+    check_choice("job kind", kind, sorted(JOB_KINDS))
+    return JOB_KINDS[kind]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -119,6 +94,10 @@ def sleep_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     if params.get("fail"):
         raise RuntimeError("sleep job asked to fail")
     return {"slept": seconds, "steps": steps}
+
+
+JOB_KINDS.update({**features_jobs.JOB_KINDS, **models_jobs.JOB_KINDS, **audit_jobs.JOB_KINDS,
+                  **mitigate_jobs.JOB_KINDS})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,8 +213,6 @@ def submit(ws: Workspace, kind: str, params: dict | None = None, *, device: str 
     ``CUDA_VISIBLE_DEVICES=N`` and runs the job on "cuda"), "mps". ``params["device"]`` is filled
     from it unless given. ``params`` must be JSON-serialisable.
     """
-    import subprocess
-
     _check_kind(kind)
     params = dict(params or {})
     env_over, job_device = _device_env(device)

@@ -210,35 +210,3 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
         ws.update_run(run_id, status="cancelled" if isinstance(exc, KeyboardInterrupt) or
                       type(exc).__name__ == "JobCancelled" else "failed", error=f"{type(exc).__name__}: {exc}")
         raise
-
-
-# ---------------------------------------------------------------------------------------------
-# job kinds
-# ---------------------------------------------------------------------------------------------
-def _register_jobs() -> None:
-    from core.jobs import register_job_kind
-
-    @register_job_kind("mitigate")
-    def mitigate_job(ws, params: dict, progress: ProgressFn) -> dict:
-        """params: dataset, model, method, config (dict), seed, device."""
-        missing = [k for k in ("dataset", "model", "method") if not params.get(k)]
-        if missing:
-            raise SpurAuditError(f"mitigate job needs params {missing}")
-        run_id = run_mitigation(ws, dataset=params["dataset"], model=params["model"], method=params["method"],
-                                config=params.get("config") or {}, seed=int(params.get("seed", 0)),
-                                device=params.get("device", "auto"), progress=progress)
-        return {"run_id": run_id, "metrics": ws.get_run(run_id).metrics}
-
-    @register_job_kind("compare")
-    def compare_job(ws, params: dict, progress: ProgressFn) -> dict:
-        """params: dataset, model, methods (list), seeds (list), configs ({method: dict}), sweep ("p=v1,v2")."""
-        missing = [k for k in ("dataset", "model", "methods") if not params.get(k)]
-        if missing:
-            raise SpurAuditError(f"compare job needs params {missing}")
-        run_id = run_comparison(ws, dataset=params["dataset"], model=params["model"], methods=params["methods"],
-                                seeds=params.get("seeds") or [0], configs=params.get("configs"),
-                                sweep=params.get("sweep"), device=params.get("device", "auto"), progress=progress)
-        return {"run_id": run_id}
-
-
-_register_jobs()
