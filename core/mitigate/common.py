@@ -32,7 +32,8 @@ from core.config import config_from_mapping
 from core.device import resolve_device
 from core.errors import SpurAuditError, check_choice
 from core.models.optim import OPTIMIZERS, make_optimizer
-from core.mitigate.metrics import bias_decodability, evaluate_predictions, model_outputs, peak_rss_mb
+from core.metrics import bias_decodability, evaluate_predictions
+from core.mitigate.metrics import model_outputs, peak_rss_mb
 from core.progress import ProgressFn, null_progress
 
 SPLITS = ("train", "val", "test")

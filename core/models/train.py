@@ -449,7 +449,7 @@ def train_workspace_model(ws: Any, name: str, *, dataset: str, arch: str = "smal
         logits, labels = predict_logits(result.model, _TD(tx, ty), batch_size=cfg.eval_batch_size, device=device)
         pred = logits.argmax(1).numpy()
         try:
-            from core.mitigate.metrics import evaluate_predictions
+            from core.metrics import evaluate_predictions
         except ImportError:  # pragma: no cover - metrics module is part of the tree
             test = {"accuracy": float((pred == labels.numpy()).mean())}
         else:
