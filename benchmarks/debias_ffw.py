@@ -79,7 +79,7 @@ def run_rho(rho: float, *, train_copies: int = 1, vanilla_recipe: str = "adam", 
     _log(f"[rho={rho}] data built in {time.perf_counter() - t0:.1f}s: train {data.n_train}, "
          f"val {len(data.y_val)}, test {len(data.y_test)}, train conflicting {data.conflict_fraction():.4f}", quiet)
 
-    from core.models.registry import load_model, save_model
+    from core.models.checkpoints import load_model, save_model
 
     recipe = VANILLA_RECIPES[vanilla_recipe]
     cached = tmp / f"vanilla_seed{seed}_{vanilla_recipe}_i{vanilla_iters}_a{augment_shift}.pt"

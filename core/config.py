@@ -25,6 +25,8 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from core.errors import SpurAuditError, check_options
 
 _TRUE = {"true", "yes", "on", "1"}
@@ -154,10 +156,6 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
 
 
 def _is_number(value: Any) -> bool:
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a hard requirement
-        return False
     return isinstance(value, (np.integer, np.floating)) and not isinstance(value, np.bool_)
 
 

@@ -78,7 +78,8 @@ def _train_cmnist_model(ws, cfg: DemoConfig, *, device: str, progress: ProgressF
 
 def _train_textures_model(ws, cfg: DemoConfig, *, device: str, progress: ProgressFn) -> None:
     from core.data import load_manifest
-    from core.mitigate.metrics import evaluate_predictions, model_outputs
+    from core.metrics import evaluate_predictions
+    from core.mitigate.metrics import model_outputs
     from core.models import ProbeConfig, build_model, save_workspace_model, train_linear_probe
     from core.models.demo_encoder import DEMO_HEAD
 

@@ -9,15 +9,17 @@ group (``start_new_session=True``), its stdout/stderr going to ``jobs/<id>.log``
 OOM, reboot) or stopped beating as failed with the log tail, so no job stays "running" forever.
 
 Job kinds live in ``JOB_KINDS`` (name -> ``fn(ws, params, progress) -> dict`` of JSON-able
-results); modules add theirs with ``@register_job_kind("name")``. `load_job_kinds` imports the
-modules in ``KIND_MODULES`` lazily, tolerating the ones not present.
+results), collected here, in one place, from the ``JOB_KINDS`` dict of each package's job adapter
+module (``core.<package>.jobs``: params -> the package's config -> one call). Tests and extensions can
+add kinds with ``@register_job_kind("name")``.
 """
 from __future__ import annotations
 
-import importlib
 import json
+import math
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -26,24 +28,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
+import torch
+
+from core.audit import jobs as audit_jobs
 from core.errors import SpurAuditError, check_choice
+from core.features import jobs as features_jobs
+from core.mitigate import jobs as mitigate_jobs
+from core.models import jobs as models_jobs
 from core.progress import ProgressFn
+from core.rare import jobs as rare_jobs
 from core.serialize import json_default
 from core.workspace import JobRecord, Workspace
 
 JobFn = Callable[[Workspace, dict, ProgressFn], dict]
 JOB_KINDS: dict[str, JobFn] = {}
-KIND_MODULES: tuple[str, ...] = (
-    "core.features.extract",  # extract
-    "core.models.train",      # train
-    "core.mitigate",          # mitigate
-    "core.audit",             # audit
-    "core.concepts",          # concepts
-    "core.rare.jobs",         # rare-sweep, rare-canary
-    "core.report",            # report
-)
-KIND_IMPORT_ERRORS: dict[str, str] = {}
 
+SETTINGS_REL = "settings.json"   # workspace settings (job slots per device)
+DEFAULT_GPU_SLOTS = 1
 HEARTBEAT_S = 2.0          # the runner beats this often
 STALE_AFTER_S = 60.0       # reconcile: a live pid without a beat for this long counts as hung
 PROGRESS_INTERVAL_S = 0.25  # at most 4 progress writes per second
@@ -51,7 +52,6 @@ CANCEL_GRACE_S = 5.0
 ACTIVE = ("queued", "running")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _CHILDREN: dict[int, "object"] = {}  # pid -> Popen, reaped by _reap()
-_loaded = False
 
 
 class JobCancelled(BaseException):
@@ -74,32 +74,13 @@ def register_job_kind(name: str, *, replace: bool = True) -> Callable[[JobFn], J
 
 
 def load_job_kinds() -> dict[str, JobFn]:
-    """Import the modules that register job kinds (once); missing modules are skipped, modules that
-    fail to import are remembered in ``KIND_IMPORT_ERRORS`` (shown when a kind is unknown)."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for mod in KIND_MODULES:
-            try:
-                importlib.import_module(mod)
-            except ModuleNotFoundError as exc:
-                if exc.name and (mod == exc.name or mod.startswith(exc.name + ".")):
-                    continue  # that part of the engine is not there (yet)
-                KIND_IMPORT_ERRORS[mod] = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # a broken module must not break job listing
-                KIND_IMPORT_ERRORS[mod] = f"{type(exc).__name__}: {exc}"
+    """Every registered job kind (name -> function)."""
     return JOB_KINDS
 
 
 def _check_kind(kind: str) -> JobFn:
-    kinds = load_job_kinds()
-    if kind not in kinds:
-        extra = ""
-        if KIND_IMPORT_ERRORS:
-            extra = "; modules that failed to import: " + "; ".join(f"{m} ({e})" for m, e in KIND_IMPORT_ERRORS.items())
-        check_choice("job kind", kind, sorted(kinds) or ["(none registered)"])  # raises
-        raise SpurAuditError(f"unknown job kind {kind!r}{extra}")  # pragma: no cover
-    return kinds[kind]
+    check_choice("job kind", kind, sorted(JOB_KINDS))
+    return JOB_KINDS[kind]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -119,6 +100,10 @@ def sleep_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     if params.get("fail"):
         raise RuntimeError("sleep job asked to fail")
     return {"slept": seconds, "steps": steps}
+
+
+JOB_KINDS.update({**features_jobs.JOB_KINDS, **models_jobs.JOB_KINDS, **audit_jobs.JOB_KINDS,
+                  **mitigate_jobs.JOB_KINDS, **rare_jobs.JOB_KINDS})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -227,39 +212,147 @@ def job_command(ws: Workspace, job_id: int) -> list[str]:
     return [sys.executable, "-m", "core", "job", "run", str(int(job_id)), "--workspace", str(ws.root)]
 
 
+# --------------------------------------------------------------------------------------------------
+# the queue: at most K jobs per device run at once, the rest wait in submission order
+# --------------------------------------------------------------------------------------------------
+def device_slot(device: str | int | None) -> str:
+    """The device a job occupies, as a slot name: "cpu", "cuda:N" or "mps" ("auto" and "cuda" name
+    the first GPU when torch sees one, else the CPU)."""
+    dev = "auto" if device is None else str(device).strip().lower()
+    if dev.isdigit():
+        return f"cuda:{dev}"
+    if dev.startswith("cuda:") and dev[5:].isdigit():
+        return dev
+    if dev in ("auto", "cuda"):
+        if torch.cuda.is_available():
+            return "cuda:0"
+        if dev == "auto" and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    return dev if dev in ("cpu", "mps") else "cpu"
+
+
+def job_slots(ws: Workspace) -> dict[str, int]:
+    """The workspace's slot limits as set with `set_job_slots` (``{"cuda": 1, "cpu": 4, "cuda:1": 2}``;
+    a family name — "cuda", "cpu", "mps" — covers every device of it without its own entry)."""
+    settings = ws.read_json(SETTINGS_REL, {}) or {}
+    return {str(k): int(v) for k, v in (settings.get("job_slots") or {}).items()}
+
+
+def slot_limit(slots: dict[str, int], slot: str) -> float:
+    """How many jobs may run at once on ``slot``: its own entry, else its family's, else 1 for a GPU
+    or MPS device (two jobs would contend for its memory) and no limit for the CPU (CPU jobs share the
+    cores; set one with `set_job_slots(ws, "cpu", K)`)."""
+    family = slot.split(":", 1)[0]
+    if slot in slots:
+        return slots[slot]
+    if family in slots:
+        return slots[family]
+    return math.inf if family == "cpu" else DEFAULT_GPU_SLOTS
+
+
+def set_job_slots(ws: Workspace, slot: str, limit: int) -> dict[str, int]:
+    """Set the number of jobs that may run at once on ``slot`` ("cpu", "cuda", "cuda:N", "mps");
+    returns all limits. Waiting jobs that now fit are started."""
+    slot = str(slot).strip().lower()
+    if not (slot in ("cpu", "cuda", "mps") or (slot.startswith("cuda:") and slot[5:].isdigit())):
+        raise SpurAuditError(f"unknown device {slot!r} for job slots; use cpu, cuda, cuda:N or mps")
+    if isinstance(limit, bool) or int(limit) != limit or int(limit) < 1:
+        raise SpurAuditError(f"job slots must be a whole number >= 1, got {limit!r}")
+    settings = ws.read_json(SETTINGS_REL, {}) or {}
+    settings["job_slots"] = {**(settings.get("job_slots") or {}), slot: int(limit)}
+    ws.write_json(SETTINGS_REL, settings)
+    dispatch(ws)
+    return job_slots(ws)
+
+
+def _waiting(job: JobRecord) -> bool:
+    """Queued and not yet handed to a process (a queued job with a pid is starting)."""
+    return job.status == "queued" and job.pid is None
+
+
+def _choose(active: list[JobRecord], slots: dict[str, int]) -> list[int]:
+    """Ids of the waiting jobs that fit in free slots, oldest first per device (no job overtakes an
+    older one waiting for the same device)."""
+    used: dict[str, int] = {}
+    for job in active:
+        if not _waiting(job):
+            key = device_slot(job.device)
+            used[key] = used.get(key, 0) + 1
+    chosen, full = [], set()
+    for job in sorted(active, key=lambda j: j.id):
+        if not _waiting(job):
+            continue
+        key = device_slot(job.device)
+        if key not in full and used.get(key, 0) < slot_limit(slots, key):
+            used[key] = used.get(key, 0) + 1
+            chosen.append(job.id)
+        else:
+            full.add(key)
+    return chosen
+
+
+def queue_positions(ws: Workspace) -> dict[int, int]:
+    """{job id: 1-based place in its device's queue} for every waiting job."""
+    out, per_slot = {}, {}
+    for job in sorted(ws.list_jobs(status="queued"), key=lambda j: j.id):
+        if _waiting(job):
+            key = device_slot(job.device)
+            per_slot[key] = per_slot.get(key, 0) + 1
+            out[job.id] = per_slot[key]
+    return out
+
+
+def dispatch(ws: Workspace) -> list[int]:
+    """Start every waiting job that has a free slot (called on submit, when a job ends, by
+    `reconcile`, and so after any restart); returns the ids started."""
+    slots = job_slots(ws)
+    started = ws.claim_jobs(lambda active: _choose(active, slots))
+    for job_id in started:
+        _spawn(ws, ws.get_job(job_id))
+    return started
+
+
+def _spawn(ws: Workspace, job: JobRecord) -> None:
+    """The job's subprocess (its own process group, output to its log); a failure to start marks it failed."""
+    env_over, _ = _device_env(job.device)
+    env = {**os.environ, **env_over, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(_REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    log = ws.open_append(f"jobs/{job.id}.log")
+    try:
+        proc = subprocess.Popen(job_command(ws, job.id), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, cwd=str(_REPO_ROOT), start_new_session=True)
+    except OSError as exc:
+        ws.update_job(job.id, status="failed", error=f"could not start the job process: {exc}", finished=_now_iso(),
+                      only_if_status=ACTIVE)
+        return
+    finally:
+        log.close()
+    _CHILDREN[proc.pid] = proc
+    ws.update_job(job.id, pid=proc.pid, heartbeat=time.time(), only_if_status=ACTIVE)
+
+
 def submit(ws: Workspace, kind: str, params: dict | None = None, *, device: str | int = "auto") -> int:
-    """Record a job and start its subprocess; returns the job id.
+    """Record a job and queue it on its device; it starts at once when the device has a free slot
+    (`slot_limit`), else when one frees. Returns the job id.
 
     ``device``: "auto", "cpu" (sets ``CUDA_VISIBLE_DEVICES=""``), "cuda", "cuda:N" or N (sets
     ``CUDA_VISIBLE_DEVICES=N`` and runs the job on "cuda"), "mps". ``params["device"]`` is filled
     from it unless given. ``params`` must be JSON-serialisable.
     """
-    import subprocess
-
     _check_kind(kind)
     params = dict(params or {})
-    env_over, job_device = _device_env(device)
+    _, job_device = _device_env(device)
     params.setdefault("device", job_device)
     try:
         json.dumps(params, default=json_default)
     except TypeError as exc:
         raise SpurAuditError(f"job params must be JSON-serialisable: {exc}") from None
     job_id = ws.add_job(kind, params, device=str(device))
-    log_rel = f"jobs/{job_id}.log"
-    ws.append_text(log_rel, f"[{_now_iso()}] job {job_id} {kind} submitted (device {device})\n")
-    env = {**os.environ, **env_over, "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(_REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    log = ws.open_append(log_rel)
-    try:
-        proc = subprocess.Popen(job_command(ws, job_id), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, cwd=str(_REPO_ROOT), start_new_session=True)
-    except OSError as exc:
-        ws.update_job(job_id, status="failed", error=f"could not start the job process: {exc}", finished=_now_iso())
-        raise SpurAuditError(f"could not start job {job_id}: {exc}") from exc
-    finally:
-        log.close()
-    _CHILDREN[proc.pid] = proc
-    ws.update_job(job_id, pid=proc.pid, heartbeat=time.time(), only_if_status=ACTIVE)
+    ws.append_text(f"jobs/{job_id}.log", f"[{_now_iso()}] job {job_id} {kind} submitted (device {device})\n")
+    dispatch(ws)
+    if ws.get_job(job_id).status == "failed":
+        raise SpurAuditError(f"could not start job {job_id}: {ws.get_job(job_id).error}")
     return job_id
 
 
@@ -286,10 +379,12 @@ def reconcile(ws: Workspace, *, stale_after_s: float = STALE_AFTER_S) -> list[in
         # a queued job's process may still be importing torch on a busy machine: allow it longer
         limit = stale_after_s if job.status == "running" else max(stale_after_s, 300.0)
         stale = beat is not None and now - beat > limit
+        if _waiting(job):
+            continue  # waiting for a free slot on its device
         ours = _is_job_process(job.pid, job.id)
-        if job.pid is None:
+        if job.pid == -1:
             if not stale:
-                continue  # being submitted right now
+                continue  # its process is being started right now
             reason = "the job process was never started"
         elif not ours:
             reason = f"the job process (pid {job.pid}) died without reporting (killed, out of memory or reboot)"
@@ -304,6 +399,7 @@ def reconcile(ws: Workspace, *, stale_after_s: float = STALE_AFTER_S) -> list[in
                          only_if_status=ACTIVE):
             ws.append_text(f"jobs/{job.id}.log", f"[{_now_iso()}] marked failed by reconcile: {reason}\n")
             failed.append(job.id)
+    dispatch(ws)
     return failed
 
 
@@ -406,6 +502,10 @@ def run_job(ws: Workspace, job_id: int) -> int:
         stop.set()
         for s, handler in previous.items():
             signal.signal(s, handler)
+        try:
+            dispatch(ws)   # this job's slot is free: start the next one waiting for it
+        except Exception as exc:  # noqa: BLE001 - the next job is started by any later reconcile too
+            ws.append_text(log_rel, f"[{_now_iso()}] could not start the next queued job: {exc}\n")
 
 
 def active_jobs(ws: Workspace) -> list[JobRecord]:
@@ -414,13 +514,16 @@ def active_jobs(ws: Workspace) -> list[JobRecord]:
     return ws.list_jobs(status=ACTIVE)
 
 
-def job_summary(job: JobRecord) -> dict:
-    """A JSON-able dict of a job for the CLI and the dashboard."""
+def job_summary(job: JobRecord, *, queue_position: int | None = None) -> dict:
+    """A JSON-able dict of a job for the CLI and the dashboard (``queue_position``: its place in its
+    device's queue while it waits, from `queue_positions`)."""
     return {"id": job.id, "kind": job.kind, "status": job.status, "progress": round(job.progress, 4),
+            "queue_position": queue_position,
             "message": job.message, "pid": job.pid, "device": job.device, "params": job.params, "result": job.result,
             "error": job.error, "created": job.created, "started": job.started, "finished": job.finished,
             "heartbeat": job.heartbeat, "log": str(job.log_path) if job.log_path else None}
 
 
 __all__: Iterable[str] = ["JOB_KINDS", "register_job_kind", "load_job_kinds", "submit", "cancel", "reconcile", "wait",
+                          "dispatch", "device_slot", "job_slots", "set_job_slots", "slot_limit", "queue_positions",
                           "run_job", "log_tail", "pid_alive", "active_jobs", "job_summary", "JobCancelled"]

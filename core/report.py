@@ -233,27 +233,3 @@ def write_report(ws: "Workspace", dataset: str, model: str, *, split: str, quoru
     path = ws.write_text(f"reports/{dataset}__{model}.html", html)
     progress(1.0, "report written")
     return path
-
-
-def _report_job(ws: "Workspace", params: dict, progress: ProgressFn) -> dict:
-    """Job kind "report": params dataset, model, split, optional quorum, max_classes, attack_steps, device."""
-    from core.errors import SpurAuditError
-
-    for key in ("dataset", "model", "split"):
-        if not params.get(key):
-            raise SpurAuditError(f"report job needs params[{key!r}]")
-    path = write_report(ws, params["dataset"], params["model"], split=params["split"], quorum=params.get("quorum"),
-                        max_classes=params.get("max_classes", 50), attack_steps=int(params.get("attack_steps", 0)),
-                        device=params.get("device", "cpu"), progress=progress)
-    return {"report": str(path), "report_rel": ws.rel(path)}
-
-
-def _register() -> None:
-    try:
-        from core.jobs import register_job_kind
-    except ModuleNotFoundError:  # pragma: no cover - jobs module absent
-        return
-    register_job_kind("report")(_report_job)
-
-
-_register()

@@ -1074,6 +1074,24 @@ class Workspace:
             args += allowed
         return bool(self._write(lambda conn: conn.execute(sql, args).rowcount))
 
+    def claim_jobs(self, choose: Callable[[list[JobRecord]], list[int]]) -> list[int]:
+        """Atomically pick queued jobs to start: ``choose(active jobs, oldest first)`` returns the ids
+        of waiting jobs (queued, no process yet) to dispatch; they are marked dispatched (``pid = -1``,
+        heartbeat now) in the same ``BEGIN IMMEDIATE`` transaction, so two processes dispatching at
+        once never start the same job or exceed a device's slots. Returns the claimed ids."""
+
+        def tx(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY id").fetchall()
+            active = [self._job_record(r) for r in rows]
+            waiting = {j.id for j in active if j.status == "queued" and j.pid is None}
+            chosen = [int(i) for i in choose(active) if int(i) in waiting]
+            for job_id in chosen:
+                conn.execute("UPDATE jobs SET pid=-1, heartbeat=? WHERE id=? AND status='queued' AND pid IS NULL",
+                             (time.time(), job_id))
+            return chosen
+
+        return self._write(tx)
+
     def list_jobs(self, status: str | Iterable[str] | None = None, *, limit: int | None = None) -> list[JobRecord]:
         """Jobs, newest first; ``status`` filters (one status or several)."""
         sql, args = "SELECT * FROM jobs", []

@@ -78,7 +78,7 @@ def manifest(ws, dataset: str):
 # ------------------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _audit_model(checkpoint: str, stamp: tuple):
-    from core.models.registry import load_model
+    from core.models.checkpoints import load_model
 
     model = load_model(checkpoint, device="cpu")
     model.eval()

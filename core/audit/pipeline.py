@@ -63,7 +63,7 @@ def _features(ws: "Workspace", dataset: str, model: str, split: str, *, extract:
 
 def load_audit_model(ws: "Workspace", model: str, *, device: str = "cpu") -> "torch.nn.Module":
     """The `AuditModel` checkpoint of workspace model ``model``."""
-    from core.models.registry import load_model
+    from core.models.checkpoints import load_model
 
     rec = ws.get_model(model)
     return load_model(rec.checkpoint, device=device)

@@ -138,16 +138,22 @@ def _iter_mmap_blocks(features: np.memmap, block_rows: int):
 
 
 def _sortable_uint(x: np.ndarray) -> np.ndarray:
-    """float32 -> uint64 with the same order (NaN -> 0.0, -0.0 -> +0.0)."""
-    x = np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0) + np.float32(0.0)
+    """float32 -> uint64 keys with the same order (-0.0 = +0.0); NaN gets the largest key (after +inf)."""
+    x = np.asarray(x, dtype=np.float32) + np.float32(0.0)
     u = x.view(np.uint32).astype(np.uint64)
     neg = (u >> np.uint64(31)) == 1
-    return np.where(neg, ~u & np.uint64(0xFFFFFFFF), u | np.uint64(0x80000000))
+    key = np.where(neg, ~u & np.uint64(0xFFFFFFFF), u | np.uint64(0x80000000))
+    key[np.isnan(x)] = np.uint64(0xFFFFFFFF)
+    return key
 
 
 def class_score_order(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Row indices sorted by (class ascending, score ascending), ties by row index; NaN scores count
-    as 0. Same result as ``np.lexsort((scores, labels))`` with one integer-key sort (faster)."""
+    """Row indices grouped by class (ascending), ascending score within a class, ties by row index.
+
+    The one NaN rule of every ranking: a row whose score is NaN (unknown spuriosity) sorts after every
+    scored row of its class (numpy's convention), so it is never taken as a low-spuriosity image; a
+    class whose scores are all NaN keeps row order. Same result as ``np.lexsort((scores, labels))``,
+    with one integer-key sort (faster)."""
     key = (np.asarray(labels).astype(np.uint64) << np.uint64(32)) | _sortable_uint(scores)
     return np.argsort(key, kind="stable").astype(np.int64)
 

@@ -1,4 +1,4 @@
-"""`python -m core job list|show|submit|cancel|run`: background jobs."""
+"""`python -m core job list|show|submit|cancel|run|slots`: background jobs and their queue."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,8 @@ import json
 
 from core.cli import CommandContext
 from core.errors import SpurAuditError
+from core.jobs import (cancel, job_slots, job_summary, log_tail, queue_positions, reconcile, run_job,
+                       set_job_slots, submit, wait)
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -40,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("id", type=int)
     p.set_defaults(handler=_run)
 
+    p = sub.add_parser("slots", parents=[common],
+                       help="show or set how many jobs may run at once per device (GPU default 1, CPU no limit)")
+    p.add_argument("--device", default=None, help="cpu, cuda (every GPU), cuda:N or mps")
+    p.add_argument("--limit", type=int, default=None, help="jobs at once on that device (>= 1)")
+    p.set_defaults(handler=_slots)
+
 
 def _help(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
@@ -47,16 +55,17 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _fmt(job: dict) -> str:
+    where = f" (#{job['queue_position']} in the {job['device'] or 'auto'} queue)" if job.get("queue_position") else ""
     return (f"{job['id']:>5}  {job['kind']:<10} {job['status']:<9} {job['progress'] * 100:5.1f}%  "
-            f"{(job['message'] or '')[:60]}")
+            f"{(job['message'] or '')[:60]}{where}")
 
 
 def _list(ctx: CommandContext) -> int:
-    from core.jobs import job_summary, reconcile
-
     ws = ctx.workspace()
     reconciled = reconcile(ws)
-    jobs = [job_summary(j) for j in ws.list_jobs(status=ctx.args.status, limit=ctx.args.limit)]
+    positions = queue_positions(ws)
+    jobs = [job_summary(j, queue_position=positions.get(j.id))
+            for j in ws.list_jobs(status=ctx.args.status, limit=ctx.args.limit)]
     text = "\n".join(["   id  kind       status    progress  message"] + [_fmt(j) for j in jobs]) if jobs \
         else "no jobs"
     ctx.emit({"jobs": jobs, "reconciled": reconciled}, text)
@@ -64,11 +73,9 @@ def _list(ctx: CommandContext) -> int:
 
 
 def _show(ctx: CommandContext) -> int:
-    from core.jobs import job_summary, log_tail, reconcile
-
     ws = ctx.workspace()
     reconcile(ws)
-    job = job_summary(ws.get_job(ctx.args.id))
+    job = job_summary(ws.get_job(ctx.args.id), queue_position=queue_positions(ws).get(ctx.args.id))
     job["log_tail"] = log_tail(ws, ctx.args.id, lines=ctx.args.lines)
     text = _fmt(job) + (f"\nerror: {job['error']}" if job["error"] else "") + \
         (f"\nresult: {json.dumps(job['result'])}" if job["result"] else "") + f"\n--- {job['log']} ---\n{job['log_tail']}"
@@ -77,8 +84,6 @@ def _show(ctx: CommandContext) -> int:
 
 
 def _submit(ctx: CommandContext) -> int:
-    from core.jobs import job_summary, submit, wait
-
     try:
         params = json.loads(ctx.args.params)
     except json.JSONDecodeError as exc:
@@ -94,14 +99,20 @@ def _submit(ctx: CommandContext) -> int:
 
 
 def _cancel(ctx: CommandContext) -> int:
-    from core.jobs import cancel, job_summary
-
     job = job_summary(cancel(ctx.workspace(), ctx.args.id, grace_s=ctx.args.grace))
     ctx.emit(job, f"job {job['id']} {job['status']}")
     return 0
 
 
 def _run(ctx: CommandContext) -> int:
-    from core.jobs import run_job
-
     return run_job(ctx.workspace(), ctx.args.id)
+
+
+def _slots(ctx: CommandContext) -> int:
+    ws = ctx.workspace()
+    if (ctx.args.device is None) != (ctx.args.limit is None):
+        raise SpurAuditError("give both --device and --limit to set a limit (or neither to show them)")
+    slots = set_job_slots(ws, ctx.args.device, ctx.args.limit) if ctx.args.device else job_slots(ws)
+    lines = [f"{k}: {v} at once" for k, v in sorted(slots.items())] or ["defaults: 1 job at once per GPU, no CPU limit"]
+    ctx.emit({"job_slots": slots}, "\n".join(lines))
+    return 0

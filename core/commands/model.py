@@ -16,6 +16,7 @@ import argparse
 from typing import Any
 
 from core.errors import SpurAuditError
+from core.models.checkpoints import torch_load
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -182,7 +183,7 @@ def _show(ctx: Any) -> int:
     ws = ctx.workspace()
     rec = ws.get_model(ctx.args.name)
     info = _record_dict(rec)
-    ckpt = ws.load_torch(rec.checkpoint_rel or ws.rel(rec.checkpoint))
+    ckpt = torch_load(ws.path(rec.checkpoint_rel or ws.rel(rec.checkpoint)))
     if isinstance(ckpt, dict):
         state = ckpt.get("state_dict") or {}
         info["checkpoint_info"] = {

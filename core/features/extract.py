@@ -561,30 +561,3 @@ def _extract_each(ws: "Workspace", dataset: str, model: str, names: list[str], *
                                             num_workers=num_workers, chunk_size=chunk_size, amp=amp,
                                             progress=lambda f, m, _p=part, _s=name: _p(f, f"{_s}: {m}")))
     return records
-
-
-# --------------------------------------------------------------------------------------------------
-# job kind
-# --------------------------------------------------------------------------------------------------
-def _extract_job(ws: "Workspace", params: dict, progress: ProgressFn) -> dict:
-    """Job kind "extract": params dataset, model, split ("all" or a name), batch_size, device,
-    num_workers, chunk_size, amp."""
-    for key in ("dataset", "model"):
-        if not params.get(key):
-            raise SpurAuditError(f"extract job needs params[{key!r}]")
-    records = extract_splits(ws, params["dataset"], params["model"], params.get("split", "all"),
-                             batch_size=int(params.get("batch_size", 256)), device=params.get("device", "auto"),
-                             num_workers=int(params.get("num_workers", 0)),
-                             chunk_size=int(params.get("chunk_size", 4096)), amp=params.get("amp", "auto"),
-                             progress=progress)
-    return {"feature_sets": [{"dataset": r.dataset, "model": r.model, "split": r.split, "n": r.n, "dim": r.dim,
-                              "num_classes": r.num_classes} for r in records]}
-
-
-def _register() -> None:
-    from core.jobs import register_job_kind
-
-    register_job_kind("extract")(_extract_job)
-
-
-_register()

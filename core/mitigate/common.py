@@ -10,7 +10,7 @@
   `IndexSampler` (uniform or weighted batches of row indices), `oversample_weights`,
   `lambda_up_for_fraction`, `ValSelector` (best checkpoint by a validation metric), `fit`
   (a generic Adam loop with validation selection), `fresh_copy` (same architecture, re-initialised).
-* Saving a (possibly pruned) model with its binary masks: `export_model` / `load_exported_model`.
+* Saving a (possibly pruned) model with its binary masks: `core.models.checkpoints.export_masked_model`.
 
 Model selection uses the validation split only; the test split is evaluated once, at the end, for
 reporting (`finish_result`). No function here reads test labels before that.
@@ -32,7 +32,8 @@ from core.config import config_from_mapping
 from core.device import resolve_device
 from core.errors import SpurAuditError, check_choice
 from core.models.optim import OPTIMIZERS, make_optimizer
-from core.mitigate.metrics import bias_decodability, evaluate_predictions, model_outputs, peak_rss_mb
+from core.metrics import bias_decodability, evaluate_predictions
+from core.mitigate.metrics import model_outputs, peak_rss_mb
 from core.progress import ProgressFn, null_progress
 
 SPLITS = ("train", "val", "test")
@@ -663,35 +664,6 @@ def fit(model: nn.Module, data: MitigationData, *, iterations: int, batch_size: 
 # ---------------------------------------------------------------------------------------------
 # saving pruned models
 # ---------------------------------------------------------------------------------------------
-def export_model(model: nn.Module) -> dict:
-    """A ``torch.save``-able dict (tensors, str, lists only) of an `AuditModel` with its binary masks.
-
-    Keys: ``arch``, ``config``, ``num_classes``, ``state_dict`` (pruned weights zeroed), ``masks``
-    (layer name -> bool tensor; empty when unpruned). Load with `load_exported_model` (works with
-    ``torch.load(weights_only=True)``).
-    """
-    from core.models.gates import masked_state
-
-    state = masked_state(model)
-    return {"format": "spuraudit-masked-model", "arch": getattr(model, "arch", ""),
-            "config": dict(getattr(model, "config", {})), "num_classes": int(getattr(model, "num_classes", 0)),
-            "state_dict": state["state_dict"], "masks": state["masks"]}
-
-
-def load_exported_model(obj: dict, *, device: "str | torch.device" = "cpu") -> nn.Module:
-    """Rebuild the `AuditModel` saved by `export_model` (architecture from the registry, masks attached)."""
-    from core.models.gates import apply_masks
-    from core.models.registry import build_model
-
-    if not isinstance(obj, dict) or obj.get("format") != "spuraudit-masked-model":
-        raise SpurAuditError("not a SpurAudit masked-model checkpoint; save it with core.mitigate.common.export_model")
-    model = build_model(obj["arch"], num_classes=int(obj["num_classes"]), **obj["config"])
-    model.load_state_dict(obj["state_dict"])
-    if obj["masks"]:
-        apply_masks(model, obj["masks"])
-    return model.to(resolve_device(device)).eval()
-
-
 def params_dict(config: Any, **more: Any) -> dict:
     """A JSON-able dict of a config dataclass plus extra entries (seed, ...)."""
     from dataclasses import asdict, is_dataclass

@@ -832,7 +832,8 @@ def run_ffw(data: Any, *, base_model: nn.Module, config: FFWConfig | Mapping | N
     """
     import time
 
-    from core.mitigate.metrics import bias_decodability, evaluate_predictions, peak_rss_mb
+    from core.metrics import bias_decodability, evaluate_predictions
+    from core.mitigate.metrics import peak_rss_mb
 
     started = time.perf_counter()
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.audit.spuriosity import SpuriosityResult, class_score_order
 from core.config import config_from_mapping
 from core.device import resolve_device
 from core.errors import SpurAuditError, check_choice
@@ -130,16 +131,14 @@ class HeadTuningConfig:
 def ranking_from_scores(scores: np.ndarray, labels: np.ndarray, num_classes: int):
     """A `core.audit.spuriosity.SpuriosityResult` from any (N,) spuriosity array (higher = more
     spurious) and (N,) int labels: rows grouped by class, ascending score within class (stable).
-    Rows with NaN scores sort first within their class."""
-    from core.audit.spuriosity import SpuriosityResult
-
+    NaN scores sort last within their class (`core.audit.spuriosity.class_score_order`)."""
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     if scores.shape != labels.shape:
         raise SpurAuditError(f"spuriosity has {scores.shape[0]} entries but the split has {labels.shape[0]} images")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise SpurAuditError(f"labels must lie in [0, {num_classes})")
-    order = np.lexsort((np.nan_to_num(scores, nan=-np.inf), labels)).astype(np.int64)
+    order = class_score_order(labels, scores)
     counts = np.bincount(labels, minlength=num_classes)
     class_start = np.zeros(num_classes + 1, dtype=np.int64)
     np.cumsum(counts, out=class_start[1:])

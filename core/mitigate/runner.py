@@ -10,7 +10,7 @@ kind call. It
 3. when the audit saved spuriosity rankings of train and val (`core.audit.pipeline.load_rankings`),
    passes them to head tuning / error tuning as their spuriosity arrays (unless the config gives some);
 4. runs the method (`core.mitigate.common.get_method`), saves ``runs/<id>/model.pt``
-   (`export_model`: weights with pruned entries zeroed + binary masks), ``metrics.json``,
+   (`core.models.checkpoints.export_masked_model`: weights with pruned entries zeroed + binary masks), ``metrics.json``,
    ``history.json``, ``config.json``, and — when a ranking of the test (else val) split exists —
    per-class spurious gaps of the model before and after (``gaps.json``; pooled gaps in the metrics);
 5. marks the run "done" with its metrics and artifacts, or "failed" with the error (then re-raises).
@@ -96,8 +96,9 @@ def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping
     the run "failed" and re-raises.
     """
     from core.device import resolve_device
-    from core.mitigate.common import check_config, export_model, get_method
-    from core.models.registry import load_model
+    from core.mitigate.common import check_config, get_method
+    from core.models.checkpoints import export_masked_model
+    from core.models.checkpoints import load_model
 
     progress = progress or null_progress
     config = dict(config or {})
@@ -128,7 +129,7 @@ def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping
         progress(0.9, "saving")
         artifacts = {"model": f"{rel}/model.pt", "metrics": f"{rel}/metrics.json",
                      "history": f"{rel}/history.json", "config": f"{rel}/config.json"}
-        ws.save_torch(artifacts["model"], export_model(result.model.cpu()))
+        ws.save_torch(artifacts["model"], export_masked_model(result.model.cpu()))
         metrics = to_plain(result.metrics, **_RUN_JSON)
         gap_split = next((s for s in ("test", "val") if data.has_split(s)
                           and load_ranking(ws, dataset, model, s) is not None), None)
@@ -168,7 +169,7 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
     from core.mitigate.common import check_config
     from core.mitigate.compare import compare, parse_sweep
     from core.mitigate.compare import sweep as run_sweep
-    from core.models.registry import load_model
+    from core.models.checkpoints import load_model
 
     progress = progress or null_progress
     methods = [m for m in methods]
@@ -209,35 +210,3 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
         ws.update_run(run_id, status="cancelled" if isinstance(exc, KeyboardInterrupt) or
                       type(exc).__name__ == "JobCancelled" else "failed", error=f"{type(exc).__name__}: {exc}")
         raise
-
-
-# ---------------------------------------------------------------------------------------------
-# job kinds
-# ---------------------------------------------------------------------------------------------
-def _register_jobs() -> None:
-    from core.jobs import register_job_kind
-
-    @register_job_kind("mitigate")
-    def mitigate_job(ws, params: dict, progress: ProgressFn) -> dict:
-        """params: dataset, model, method, config (dict), seed, device."""
-        missing = [k for k in ("dataset", "model", "method") if not params.get(k)]
-        if missing:
-            raise SpurAuditError(f"mitigate job needs params {missing}")
-        run_id = run_mitigation(ws, dataset=params["dataset"], model=params["model"], method=params["method"],
-                                config=params.get("config") or {}, seed=int(params.get("seed", 0)),
-                                device=params.get("device", "auto"), progress=progress)
-        return {"run_id": run_id, "metrics": ws.get_run(run_id).metrics}
-
-    @register_job_kind("compare")
-    def compare_job(ws, params: dict, progress: ProgressFn) -> dict:
-        """params: dataset, model, methods (list), seeds (list), configs ({method: dict}), sweep ("p=v1,v2")."""
-        missing = [k for k in ("dataset", "model", "methods") if not params.get(k)]
-        if missing:
-            raise SpurAuditError(f"compare job needs params {missing}")
-        run_id = run_comparison(ws, dataset=params["dataset"], model=params["model"], methods=params["methods"],
-                                seeds=params.get("seeds") or [0], configs=params.get("configs"),
-                                sweep=params.get("sweep"), device=params.get("device", "auto"), progress=progress)
-        return {"run_id": run_id}
-
-
-_register_jobs()

@@ -4,9 +4,9 @@ Light to import: timm and open_clip are imported only inside the builders that n
 """
 from core.models.audit_model import AuditModel, Normalize, set_head
 from core.models.losses import gce_loss
-from core.models.registry import (MODEL_REGISTRY, available_models, build_model, load_model,
-                                  load_workspace_model, model_checkpoint, model_checkpoint_rel,
-                                  model_from_checkpoint, register_model, save_model, save_workspace_model)
+from core.models.checkpoints import (load_model, load_workspace_model, model_checkpoint, model_checkpoint_rel,
+                                     model_from_checkpoint, save_model, save_workspace_model)
+from core.models.registry import MODEL_REGISTRY, available_models, build_model, register_model
 from core.models.linear import ProbeConfig, train_linear_probe
 from core.models.train import (TrainConfig, TrainResult, evaluate_accuracy, l2_pgd_attack, predict_logits,
                                train_model, train_workspace_model)

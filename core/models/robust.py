@@ -21,8 +21,8 @@ import torch
 
 from core.errors import SpurAuditError
 from core.models.audit_model import AuditModel
-from core.models.registry import (IMAGENET_MEAN, IMAGENET_STD, extract_state_dict, load_state_dict_checked,
-                                  torch_load, wrap_torchvision_resnet)
+from core.models.checkpoints import extract_state_dict, load_state_dict_checked, torch_load
+from core.models.registry import IMAGENET_MEAN, IMAGENET_STD, wrap_torchvision_resnet
 
 
 def convert_robustness_state_dict(state: Mapping[str, Any]) -> tuple[dict, tuple[float, ...] | None,

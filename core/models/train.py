@@ -410,7 +410,8 @@ def train_workspace_model(ws: Any, name: str, *, dataset: str, arch: str = "smal
     from torch.utils.data import TensorDataset as _TD
 
     from core.data import load_manifest
-    from core.models.registry import build_model, save_workspace_model
+    from core.models.checkpoints import save_workspace_model
+    from core.models.registry import build_model
     from core.progress import sub_progress
 
     progress = progress or null_progress
@@ -448,7 +449,7 @@ def train_workspace_model(ws: Any, name: str, *, dataset: str, arch: str = "smal
         logits, labels = predict_logits(result.model, _TD(tx, ty), batch_size=cfg.eval_batch_size, device=device)
         pred = logits.argmax(1).numpy()
         try:
-            from core.mitigate.metrics import evaluate_predictions
+            from core.metrics import evaluate_predictions
         except ImportError:  # pragma: no cover - metrics module is part of the tree
             test = {"accuracy": float((pred == labels.numpy()).mean())}
         else:
@@ -462,28 +463,3 @@ def train_workspace_model(ws: Any, name: str, *, dataset: str, arch: str = "smal
     progress(1.0, f"saved model {name!r}")
     return {"model": rec.name, "dataset": rec.dataset, "arch": rec.arch, "checkpoint": str(rec.checkpoint),
             "metrics": metrics, "history": result.history}
-
-
-def _train_job(ws: Any, params: dict, progress: ProgressFn) -> dict:
-    """Job kind "train": params ``name, dataset, arch, config (TrainConfig fields), pretrained,
-    model_kwargs, image_size, device, replace`` -> the dict of `train_workspace_model` (no history)."""
-    p = dict(params)
-    for key in ("name", "dataset"):
-        if not p.get(key):
-            raise SpurAuditError(f"train job needs params[{key!r}]")
-    out = train_workspace_model(ws, p["name"], dataset=p["dataset"], arch=p.get("arch", "small_cnn"),
-                                config=p.get("config"), pretrained=p.get("pretrained"),
-                                model_kwargs=p.get("model_kwargs"), image_size=p.get("image_size"),
-                                device=p.get("device", "auto"), replace=bool(p.get("replace", False)),
-                                progress=progress)
-    out.pop("history", None)
-    return out
-
-
-def _register_job_kind() -> None:
-    from core.jobs import register_job_kind
-
-    register_job_kind("train")(_train_job)
-
-
-_register_job_kind()

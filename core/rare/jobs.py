@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import core.jobs as jobs
 from core.config import config_from_mapping
 from core.progress import ProgressFn
 from core.rare.canary import CanaryConfig, run_canary
@@ -40,15 +39,5 @@ JOB_KINDS: dict[str, Callable[[Workspace, dict, ProgressFn], dict]] = {
     "rare-canary": canary_job,
 }
 
-
-def _register_with_kind_modules() -> None:
-    """Until `core.jobs` collects adapter modules' ``JOB_KINDS`` itself (``ADAPTER_MODULES``), register
-    the kinds through its decorator when `core.jobs.load_job_kinds` imports this module."""
-    if not hasattr(jobs, "ADAPTER_MODULES"):
-        for kind, fn in JOB_KINDS.items():
-            jobs.register_job_kind(kind)(fn)
-
-
-_register_with_kind_modules()
 
 __all__ = ["JOB_KINDS", "sweep_job", "canary_job"]

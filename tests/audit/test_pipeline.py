@@ -16,7 +16,8 @@ from core.cli import main as cli_main
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory):
     from core.data import build_dataset
-    from core.models.registry import build_model, save_workspace_model
+    from core.models.checkpoints import save_workspace_model
+    from core.models.registry import build_model
     from core.workspace import Workspace
 
     torch.manual_seed(0)

@@ -155,5 +155,20 @@ def test_class_score_order_matches_lexsort():
     scores[::7] = scores[1::7][: len(scores[::7])]              # ties
     scores[::13] = np.nan
     scores[5] = -0.0
-    ref = np.lexsort((np.nan_to_num(scores, nan=0.0) + np.float32(0), labels))
+    ref = np.lexsort((scores + np.float32(0), labels))          # numpy sorts NaN last: the one NaN rule
     np.testing.assert_array_equal(class_score_order(labels, scores), ref)
+
+
+def test_one_nan_rule_for_every_ranking():
+    """NaN (unknown) spuriosity sorts after every scored row of its class, ties by row index — in the
+    audit's ranking and in head tuning's rankings from arbitrary scores alike."""
+    from core.audit.spuriosity import class_score_order
+    from core.mitigate.head_tuning import ranking_from_scores
+
+    labels = np.array([1, 0, 0, 0, 1, 0, 1])
+    scores = np.array([np.nan, 0.5, np.nan, -2.0, 3.0, np.inf, np.nan], dtype=np.float32)
+    expected = np.array([3, 1, 5, 2, 4, 0, 6])          # class 0: -2, .5, inf, nan; class 1: 3, nan, nan
+    assert np.array_equal(class_score_order(labels, scores), expected)
+    assert np.array_equal(class_score_order(labels, scores), np.lexsort((scores, labels)))
+    assert np.array_equal(ranking_from_scores(scores, labels, 2).order, expected)
+    assert np.array_equal(class_score_order(labels, np.full(7, np.nan)), np.lexsort((np.arange(7), labels)))

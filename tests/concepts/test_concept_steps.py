@@ -23,7 +23,8 @@ def ws_discovered(tmp_path_factory):
     from core.audit.pipeline import run_discovery
     from core.data import build_dataset
     from core.features.extract import extract_splits
-    from core.models.registry import build_model, save_workspace_model
+    from core.models.checkpoints import save_workspace_model
+    from core.models.registry import build_model
     from core.workspace import Workspace
 
     folder = tmp_path_factory.mktemp("clipcfg")

@@ -27,7 +27,8 @@ def build_populated_workspace(root: Path, *, with_run: bool = True) -> dict:
     from core.audit.pipeline import load_discovery, run_audit, run_core_crops, run_sensitivity, run_discovery
     from core.data import build_dataset, load_manifest
     from core.features.extract import extract_splits
-    from core.models.registry import build_model, save_workspace_model
+    from core.models.checkpoints import save_workspace_model
+    from core.models.registry import build_model
     from core.models.train import TrainConfig, train_model
     from core.report import write_report
     from core.workspace import Workspace
@@ -76,7 +77,8 @@ def _second_model(ws, manifest) -> None:
     import torch
 
     from core.features.extract import extract_to_workspace
-    from core.models.registry import build_model, save_workspace_model
+    from core.models.checkpoints import save_workspace_model
+    from core.models.registry import build_model
     from core.models.train import TrainConfig, train_model
 
     torch.manual_seed(1)

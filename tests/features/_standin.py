@@ -62,7 +62,7 @@ def make_toy_workspace(root):
 
     from core.data.manifest import Manifest
     from core.models import build_model
-    from core.models.registry import save_workspace_model
+    from core.models.checkpoints import save_workspace_model
     from core.workspace import Workspace
 
     w = Workspace(root)

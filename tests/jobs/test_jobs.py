@@ -117,8 +117,9 @@ def test_reconcile_hung_process_and_never_started(tmp_path: Path) -> None:
         ws.update_job(hung, status="running", pid=proc.pid, heartbeat=time.time() - 500)
         never = ws.add_job("sleep", {})
         fresh = ws.add_job("sleep", {})
-        ws.update_job(never, heartbeat=time.time() - 500)
-        ws.update_job(fresh, heartbeat=time.time())
+        # both handed to a process (pid -1: dispatched, its process not seen yet): one long ago, one now
+        ws.update_job(never, pid=-1, heartbeat=time.time() - 500)
+        ws.update_job(fresh, pid=-1, heartbeat=time.time())
         assert sorted(jobs.reconcile(ws, stale_after_s=30)) == [hung, never]
         assert proc.wait(timeout=10) != 0  # the hung process was killed
         assert "no heartbeat" in ws.get_job(hung).error
@@ -164,3 +165,78 @@ def test_extract_job_kind(started: dict) -> None:
                                             "num_classes": 3}]}
     fs = load_features(ws, "toy", "cnn", "train")
     assert fs.n == 20 and fs.features.dtype.name == "float16"
+
+
+# --------------------------------------------------------------------------------------------------
+# the queue: K jobs per device at once, the rest wait in order
+# --------------------------------------------------------------------------------------------------
+def _started_order(ws: Workspace, ids: list[int]) -> list[int]:
+    return [j for j, _ in sorted(((i, ws.get_job(i).started) for i in ids), key=lambda t: t[1])]
+
+
+def test_three_jobs_on_one_device_run_one_at_a_time_in_order(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "w")
+    jobs.set_job_slots(ws, "cpu", 1)
+    ids = [jobs.submit(ws, "sleep", {"seconds": 0.5, "steps": 2}, device="cpu") for _ in range(3)]
+    assert jobs.queue_positions(ws) == {ids[1]: 1, ids[2]: 2}       # the first one holds the slot
+    for i in ids:
+        assert jobs.wait(ws, i, timeout_s=120).status == "done"
+    runs = [ws.get_job(i) for i in ids]
+    assert _started_order(ws, ids) == ids
+    for before, after in zip(runs, runs[1:]):                        # never two at once
+        assert before.finished <= after.started
+
+
+def test_a_restart_keeps_the_queue_order(tmp_path: Path) -> None:
+    """Jobs waiting when every process that knew them is gone (a dashboard restart) start later, from
+    a fresh Workspace object, in submission order."""
+    ws = Workspace(tmp_path / "w")
+    jobs.set_job_slots(ws, "cpu", 1)
+    hold = jobs.submit(ws, "sleep", {"seconds": 1.0, "steps": 2}, device="cpu")
+    waiting = [ws.add_job("sleep", {"seconds": 0.2, "steps": 1, "device": "cpu"}, device="cpu") for _ in range(2)]
+    jobs.wait(ws, hold, timeout_s=120)
+    fresh = Workspace(tmp_path / "w")                               # "after the restart"
+    for i in waiting:
+        assert jobs.wait(fresh, i, timeout_s=120).status == "done"  # wait() reconciles, which dispatches
+    assert _started_order(fresh, waiting) == waiting
+
+
+def test_cancelling_a_queued_job_never_starts_it(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "w")
+    jobs.set_job_slots(ws, "cpu", 1)
+    first = jobs.submit(ws, "sleep", {"seconds": 1.0, "steps": 2}, device="cpu")
+    second = jobs.submit(ws, "sleep", {"seconds": 0.1, "steps": 1}, device="cpu")
+    third = jobs.submit(ws, "sleep", {"seconds": 0.1, "steps": 1}, device="cpu")
+    assert jobs.cancel(ws, second).status == "cancelled"
+    assert jobs.wait(ws, first, timeout_s=120).status == "done"
+    assert jobs.wait(ws, third, timeout_s=120).status == "done"
+    job = ws.get_job(second)
+    assert job.status == "cancelled" and job.pid is None and job.started is None
+    assert "running" not in ws.tail(f"jobs/{second}.log")
+
+
+def test_slot_rules() -> None:
+    assert jobs.device_slot("cpu") == "cpu" and jobs.device_slot("1") == "cuda:1"
+    assert jobs.device_slot("cuda:2") == "cuda:2"
+    assert jobs.slot_limit({}, "cuda:0") == 1 and jobs.slot_limit({}, "cpu") == float("inf")
+    assert jobs.slot_limit({"cuda": 2}, "cuda:1") == 2 and jobs.slot_limit({"cuda": 2, "cuda:1": 3}, "cuda:1") == 3
+
+
+def test_set_job_slots_refuses_absurd_values(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "w")
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(SpurAuditError, match="whole number"):
+            jobs.set_job_slots(ws, "cuda", bad)
+    with pytest.raises(SpurAuditError, match="unknown device"):
+        jobs.set_job_slots(ws, "tpu", 1)
+    assert jobs.set_job_slots(ws, "cuda:1", 2) == {"cuda:1": 2}
+
+
+def test_job_slots_cli_shows_and_sets(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = str(tmp_path / "w")
+    code, out = _cli(capsys, "job", "slots", "--workspace", root, "--json")
+    assert code == 0 and json.loads(out) == {"job_slots": {}}
+    code, out = _cli(capsys, "job", "slots", "--workspace", root, "--device", "cuda", "--limit", "2", "--json")
+    assert code == 0 and json.loads(out) == {"job_slots": {"cuda": 2}}
+    code, out = _cli(capsys, "job", "slots", "--workspace", root, "--device", "cuda", "--json")
+    assert code == 2 and "both --device and --limit" in json.loads(out)["error"]

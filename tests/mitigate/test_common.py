@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 from core.errors import SpurAuditError
-from core.mitigate.common import (IndexSampler, MitigationData, export_model, evaluate_model, lambda_up_for_fraction,
-                                  load_exported_model, oversample_weights)
+from core.mitigate.common import (IndexSampler, MitigationData, evaluate_model, lambda_up_for_fraction,
+                                  oversample_weights)
+from core.models.checkpoints import export_masked_model, load_masked_model
 
 from _cue import cue_data, cue_model
 
@@ -95,8 +96,8 @@ def test_evaluate_model_and_masked_export_roundtrip(tmp_path):
     for key in ("accuracy", "unbiased_accuracy", "aligned_accuracy", "conflicting_accuracy",
                 "worst_group_accuracy", "bias_decodability"):
         assert key in metrics
-    torch.save(export_model(model), tmp_path / "m.pt")
-    loaded = load_exported_model(torch.load(tmp_path / "m.pt", weights_only=True))
+    torch.save(export_masked_model(model), tmp_path / "m.pt")
+    loaded = load_masked_model(torch.load(tmp_path / "m.pt", weights_only=True))
     with torch.no_grad():
         assert torch.allclose(loaded(data.x_val), model(data.x_val), atol=1e-5)
         assert float((loaded.head.weight * (~masks["head"])).abs().sum()) == 0.0

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from core.errors import SpurAuditError
-from core.mitigate.common import IndexSampler, export_model, get_method, load_exported_model
+from core.mitigate.common import IndexSampler, get_method
+from core.models.checkpoints import export_masked_model, load_masked_model
 from core.mitigate.dcwp import DCWPConfig, make_loss, prune_weights, run_dcwp
 from core.mitigate.mining import MiningConfig, mine_conflicting
 
@@ -87,8 +88,8 @@ def test_pruned_model_saves_with_masks_and_loads_for_evaluation(tmp_path):
     res = run_dcwp(data, base_model=cue_model(), config=_cfg(prune_iterations=30, finetune_iterations=5,
                                                               lambda_sparse=1.0, mask_init=0.15), device="cpu")
     assert res.metrics["sparsity"] > 0
-    torch.save(export_model(res.model), tmp_path / "dcwp.pt")
-    loaded = load_exported_model(torch.load(tmp_path / "dcwp.pt", weights_only=True))
+    torch.save(export_masked_model(res.model), tmp_path / "dcwp.pt")
+    loaded = load_masked_model(torch.load(tmp_path / "dcwp.pt", weights_only=True))
     res.model.eval()
     with torch.no_grad():
         assert torch.allclose(loaded(data.x_test), res.model(data.x_test), atol=1e-5)

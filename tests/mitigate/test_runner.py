@@ -20,7 +20,8 @@ def workspace(tmp_path_factory):
     from core.data import build_dataset
     from core.mitigate.common import MitigationData
     from core.data import load_manifest
-    from core.models.registry import build_model, save_workspace_model
+    from core.models.checkpoints import save_workspace_model
+    from core.models.registry import build_model
 
     ws = Workspace(tmp_path_factory.mktemp("ws"))
     build_dataset(ws, "biased-mnist", "bm", rho=0.95, n_train=200, n_val=100, n_test=100)
@@ -51,9 +52,9 @@ def test_run_mitigation_records_a_run(workspace):
     assert str(run.artifacts["model"]).startswith(str(workspace.path(f"runs/{run_id}")))
     assert "test" in run.metrics and "unbiased_accuracy" in run.metrics["test"]
     assert seen and seen[-1] == 1.0
-    from core.mitigate.common import load_exported_model
+    from core.models.checkpoints import load_masked_model
 
-    model = load_exported_model(workspace.load_torch(workspace.rel(run.artifacts["model"])))
+    model = load_masked_model(workspace.load_torch(workspace.rel(run.artifacts["model"])))
     assert model.num_classes == 10
 
 

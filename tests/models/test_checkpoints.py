@@ -132,3 +132,19 @@ def test_load_model_rejects_foreign_and_unsafe_files(tmp_path):
         load_model(tmp_path / "pickled.pt")
     with pytest.raises(SpurAuditError, match="not found"):
         load_model(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"", "is empty \\(0 bytes\\)"),
+    (b"not a torch file at all", "not a readable torch file"),
+    (b"PK\x03\x04truncated zip", "not a readable torch file"),
+])
+def test_damaged_checkpoint_files_give_one_clear_error(tmp_path, content, expected):
+    from core.models.checkpoints import torch_load
+
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(SpurAuditError, match=expected):
+        torch_load(path)
+    with pytest.raises(SpurAuditError, match="is a folder"):
+        torch_load(tmp_path)

@@ -1,0 +1,31 @@
+"""Job kind of the features package: ``extract`` (params -> `ExtractJob` -> `extract_splits`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.config import config_from_mapping
+from core.features.extract import ExtractConfig, extract_splits
+from core.progress import ProgressFn
+from core.workspace import Workspace
+
+
+@dataclass(kw_only=True)
+class ExtractJob(ExtractConfig):
+    """Params of job kind "extract": the dataset, the model, ``split`` ("all" or a split name) and the
+    `ExtractConfig` options (batch_size, chunk_size, num_workers, device, amp)."""
+
+    dataset: str
+    model: str
+    split: str = "all"
+
+
+def extract_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    """Extract features of every requested split; returns the feature-set records as dicts."""
+    job = config_from_mapping(ExtractJob, params, what="extract job")
+    records = extract_splits(ws, job.dataset, job.model, job.split, batch_size=job.batch_size, device=job.device,
+                             num_workers=job.num_workers, chunk_size=job.chunk_size, amp=job.amp, progress=progress)
+    return {"feature_sets": [{"dataset": r.dataset, "model": r.model, "split": r.split, "n": r.n, "dim": r.dim,
+                              "num_classes": r.num_classes} for r in records]}
+
+
+JOB_KINDS = {"extract": extract_job}
