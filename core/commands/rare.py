@@ -155,7 +155,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 # handlers
 # --------------------------------------------------------------------------------------------------
 def _set_pairs(pairs: list[str]) -> dict:
-    from core.commands.mitigate import parse_set
+    from core.commands.mitigate import parse_set  # lazy: fast CLI start-up
 
     return parse_set(pairs)
 
@@ -202,8 +202,8 @@ def _cell_lines(summary: dict, *, limit: int = 80) -> list[str]:
 
 
 def _sweep(ctx: Any) -> int:
-    from core.config import config_from_mapping
-    from core.rare.sweep import SweepConfig, run_sweep
+    from core.config import config_from_mapping  # lazy: fast CLI start-up
+    from core.rare.sweep import SweepConfig, run_sweep  # lazy: fast CLI start-up
 
     ws = ctx.workspace()
     cfg = config_from_mapping(SweepConfig, _sweep_mapping(ctx.args), what="rare sweep")
@@ -217,8 +217,8 @@ def _sweep(ctx: Any) -> int:
 
 
 def _canary(ctx: Any) -> int:
-    from core.config import config_from_mapping
-    from core.rare.canary import CanaryConfig, run_canary
+    from core.config import config_from_mapping  # lazy: fast CLI start-up
+    from core.rare.canary import CanaryConfig, run_canary  # lazy: fast CLI start-up
 
     args = ctx.args
     patch = _patch(args)
@@ -252,12 +252,12 @@ def _canary(ctx: Any) -> int:
 
 
 def _score(ctx: Any) -> int:
-    import numpy as np
+    import numpy as np  # lazy: fast CLI start-up
 
-    from core.data import load_manifest
-    from core.models.registry import load_workspace_model
-    from core.rare.inject import PATCH, PatchPattern, PatchSpec, check_pattern
-    from core.rare.score import pattern_deltas
+    from core.data import load_manifest  # lazy: fast CLI start-up
+    from core.models.checkpoints import load_workspace_model  # lazy: fast CLI start-up
+    from core.rare.inject import PATCH, PatchPattern, PatchSpec, check_pattern  # lazy: fast CLI start-up
+    from core.rare.score import pattern_deltas  # lazy: fast CLI start-up
 
     args = ctx.args
     ws = ctx.workspace()
@@ -297,8 +297,8 @@ def _score(ctx: Any) -> int:
 
 
 def _unlearn(ctx: Any) -> int:
-    from core.config import config_from_mapping
-    from core.rare.sweep import SweepConfig, run_sweep
+    from core.config import config_from_mapping  # lazy: fast CLI start-up
+    from core.rare.sweep import SweepConfig, run_sweep  # lazy: fast CLI start-up
 
     args = ctx.args
     if args.n < 1:
@@ -329,7 +329,7 @@ def _unlearn(ctx: Any) -> int:
 
 
 def _runs(ctx: Any) -> int:
-    from core.rare.artifacts import list_rare_runs
+    from core.rare.artifacts import list_rare_runs  # lazy: fast CLI start-up
 
     rows = list_rare_runs(ctx.workspace())
     lines = [f"  #{r['id']:<4d} {r['method']:12s} {r['status']:9s} {str(r['data']):14s} {str(r['arch']):10s} "
@@ -339,7 +339,7 @@ def _runs(ctx: Any) -> int:
 
 
 def _show(ctx: Any) -> int:
-    from core.rare.artifacts import load_rare_run
+    from core.rare.artifacts import load_rare_run  # lazy: fast CLI start-up
 
     run = load_rare_run(ctx.workspace(), ctx.args.run)
     lines = [f"{run.method} run {run.id} ({run.status}), cells {run.progress[0]}/{run.progress[1]}"]
@@ -355,7 +355,7 @@ def _show(ctx: Any) -> int:
 
 
 def _experiment(ctx: Any) -> int:
-    from core.rare.experiment import RareExperimentConfig, run_rare_experiment
+    from core.rare.experiment import RareExperimentConfig, run_rare_experiment  # lazy: fast CLI start-up
 
     args = ctx.args
     seeds = tuple(_ints(args.seeds, "--seeds") or ())

@@ -17,7 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from core.data.mnist_source import load_mnist_digits
+from core.device import resolve_device
 from core.errors import SpurAuditError
+from core.models import TrainConfig, build_model, train_model
 from core.progress import ProgressFn, null_progress, sub_progress
 from core.rare.inject import RareSpec, inject
 from core.rare.membership import membership_attack
@@ -50,8 +53,6 @@ class RareExperimentConfig:
 
 
 def _train_mlp(x: torch.Tensor, y: torch.Tensor, *, hidden, epochs: int, seed: int, device, progress):
-    from core.models import TrainConfig, build_model, train_model
-
     torch.manual_seed(seed)
     model = build_model("mlp", num_classes=10, hidden=list(hidden), input_size=tuple(x.shape[1:]))
     cfg = TrainConfig(epochs=epochs, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, seed=seed)
@@ -60,8 +61,6 @@ def _train_mlp(x: torch.Tensor, y: torch.Tensor, *, hidden, epochs: int, seed: i
 
 @torch.inference_mode()
 def _probs(model, x: torch.Tensor, device) -> np.ndarray:
-    from core.device import resolve_device
-
     dev = resolve_device(device)
     return torch.softmax(model.to(dev)(x.to(dev)).float(), dim=1).cpu().numpy()
 
@@ -69,8 +68,6 @@ def _probs(model, x: torch.Tensor, device) -> np.ndarray:
 def run_rare_experiment(config: RareExperimentConfig | None = None, *, device: "str | torch.device" = "auto",
                         progress: ProgressFn | None = None) -> dict:
     """Run the experiment; returns per-seed rows and a summary dict (all numbers are fractions)."""
-    from core.data.mnist_source import load_mnist_digits
-
     cfg = config or RareExperimentConfig()
     progress = progress or null_progress
     digits = load_mnist_digits(seed=0)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from core.errors import SpurAuditError, check_choice
 
@@ -105,8 +106,6 @@ def _patch_rgba(rgba: np.ndarray, scale: float) -> np.ndarray:
     """(h, w, 4) float in [0, 1] resized by ``scale`` (bilinear on premultiplied colour)."""
     if scale == 1.0:
         return rgba
-    from PIL import Image
-
     h, w = rgba.shape[:2]
     new = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
     alpha = rgba[..., 3:4]
@@ -181,8 +180,6 @@ class PatchPattern:
 
 def load_patch_png(path: str | Path, *, root: str | Path | None = None) -> np.ndarray:
     """The PNG at ``path`` as (h, w, 4) float32 RGBA in [0, 1] (RGB and grey images get alpha 1)."""
-    from PIL import Image, UnidentifiedImageError
-
     p = Path(path).expanduser()
     if not p.is_absolute() and root is not None:
         p = Path(root) / p

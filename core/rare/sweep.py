@@ -22,7 +22,10 @@ clipping), ``noise=0.1`` (Gaussian input noise σ), or combinations joined by ``
 Every finished cell is saved at once (``runs/<id>/cells/<key>.json``, atomic). Starting the same sweep
 again (same settings; device and the resume options do not count) continues the newest run with that
 fingerprint — a stopped one goes on where it stopped, a finished one is just read back: the cells
-already saved are never trained again (``resume=False`` starts a new run). The tidy table and the statistics
+already saved are never trained again (``resume=False`` starts a new run that trains every cell). A
+sweep whose grid differs
+(more seeds, other counts or patterns) but whose cell settings (data, model, recipe, measures) are the
+same reuses the cells other runs already finished (`cell_fingerprint`), and their shadow models. The tidy table and the statistics
 (`core.rare.stats.summarise`) are written when the sweep ends.
 """
 from __future__ import annotations
@@ -40,14 +43,14 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 from torchvision.transforms import v2
 
-from core.config import config_from_mapping
+from core.config import config_fields, config_from_mapping
 from core.device import resolve_device
 from core.errors import SpurAuditError, check_choice
 from core.models.optim import OPTIMIZERS
 from core.models.registry import build_model
 from core.models.train import TrainConfig, predict_logits, train_model
 from core.progress import ProgressFn, null_progress, sub_progress
-from core.rare.artifacts import (CANARY_METHOD, SWEEP_METHOD, cell_rel, finished_cells, run_rel, shadow_rel)
+from core.rare.artifacts import METHODS, SWEEP_METHOD, cell_rel, finished_cells, run_rel, shadow_rel
 from core.rare.data import DATA_CHOICES, RareData, load_rare_data
 from core.rare.inject import PATCH, PATTERNS, PatchPattern, PatchSpec, inject, pattern_l2_norm
 from core.rare.membership import evaluate_attack, fit_attack
@@ -60,6 +63,11 @@ REGULARISER_KEYS = {"wd": "weight_decay", "clip": "grad_clip", "noise": "input_n
 NO_REGULARISER = "none"
 ORDERS = ("seed", "count")
 _RESUME_FIELDS = ("device", "resume", "resume_run", "name")
+# fields that choose which cells a sweep has, not what a cell computes (a cell of another run with the same
+# remaining settings can be reused)
+_GRID_FIELDS = ("patterns", "counts", "optimizers", "regularisers", "seeds", "deletion_counts", "deletion_patterns",
+                "order", "alpha", "level")
+_DELETION_KEYS = ("score_after_retraining", "acc_after_retraining", "score_after_influence", "acc_after_influence")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -257,6 +265,13 @@ def sweep_fingerprint(cfg: SweepConfig, method: str = SWEEP_METHOD) -> str:
     return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def cell_fingerprint(cfg: SweepConfig) -> str:
+    """A hash of the settings that decide what one cell computes (data, model, recipe, measures) — not
+    the grid; two runs with the same cell fingerprint can share their finished cells."""
+    plain = {k: v for k, v in to_plain(asdict(cfg)).items() if k not in _RESUME_FIELDS + _GRID_FIELDS}
+    return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def base_train_config(cfg: SweepConfig, optimizer: str, regulariser: str, seed: int) -> TrainConfig:
     """The `TrainConfig` of one cell: the recipe (epochs, batch, lr of the optimizer, ``train``
     options), the regulariser's options on top, the cell's seed."""
@@ -270,7 +285,8 @@ def base_train_config(cfg: SweepConfig, optimizer: str, regulariser: str, seed: 
 @dataclass
 class SweepResult:
     """What `run_sweep` returns: the run id, the tidy table, the statistics, how many cells were
-    trained now and how many were already saved, the final status, and whether ``stop`` ended it early."""
+    trained now, how many were already saved in this run and how many were reused from another run
+    with the same cell settings, the final status, and whether ``stop`` ended it early."""
 
     run_id: int
     table: pd.DataFrame
@@ -281,6 +297,7 @@ class SweepResult:
     status: str = "done"
     stopped_early: bool = False
     notes: list[str] = field(default_factory=list)
+    cells_reused: int = 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -321,8 +338,9 @@ class _Runner:
     """Trains and measures the cells of one sweep run (holds the data, the patterns, the attacks)."""
 
     def __init__(self, ws: Any, cfg: SweepConfig, data: RareData, run_id: int, device: torch.device,
-                 patch: PatchPattern | None) -> None:
+                 patch: PatchPattern | None, donor_runs: list[int] | None = None) -> None:
         self.ws, self.cfg, self.data, self.run_id, self.device = ws, cfg, data, run_id, device
+        self.donor_runs = list(donor_runs or [])
         self.kwargs = _model_kwargs(cfg, data)
         self.patterns: dict[str, Any] = {p: (patch if p == PATCH else p) for p in cfg.patterns}
         self.attacks: dict[str, Any] = {}
@@ -358,8 +376,11 @@ class _Runner:
             return self.attacks[key]
         rel_in, rel_out = shadow_rel(self.run_id, key, "in"), shadow_rel(self.run_id, key, "out")
         y = self.data.y["train"]
-        if self.ws.path(rel_in).is_file() and self.ws.path(rel_out).is_file():
-            p_in, p_out = self.ws.open_npy(rel_in, mmap=False), self.ws.open_npy(rel_out, mmap=False)
+        for run in [self.run_id] + self.donor_runs:      # this run's shadow, or one a run with these settings saved
+            src_in, src_out = shadow_rel(run, key, "in"), shadow_rel(run, key, "out")
+            if self.ws.path(src_in).is_file() and self.ws.path(src_out).is_file():
+                p_in, p_out = self.ws.open_npy(src_in, mmap=False), self.ws.open_npy(src_out, mmap=False)
+                break
         else:
             x = self.data.x["train"]
             shadow = self.fit(x[self.shadow_in], y[self.shadow_in], replace(tc, seed=tc.seed + 1000),
@@ -430,8 +451,7 @@ class _Runner:
                 common[key] = None
         notes: list[str] = []
         extra: dict[str, Any] = {}
-        if (cell.n in cfg.deletion_counts and cell.regulariser == NO_REGULARISER
-                and (not cfg.deletion_patterns or cell.pattern in cfg.deletion_patterns)):
+        if _needs_deletion(cfg, cell):
             extra, notes = self.deletion(model, x, chosen, tc, cell, sub_progress(progress, 0.85, 1.0))
         rows = []
         for pattern in (cfg.patterns if cell.n == 0 else (cell.pattern,)):
@@ -476,6 +496,66 @@ def _find_resumable(ws: Any, fingerprint: str, method: str) -> int | None:
         if run.params.get("fingerprint") == fingerprint:
             return run.id
     return None
+
+
+def _needs_deletion(cfg: SweepConfig, cell: Cell) -> bool:
+    return (cell.n in cfg.deletion_counts and cell.regulariser == NO_REGULARISER
+            and (not cfg.deletion_patterns or cell.pattern in cfg.deletion_patterns))
+
+
+def _donor_runs(ws: Any, cfg: SweepConfig, run_id: int) -> list[int]:
+    """Ids of the other rare-pattern runs with the same cell fingerprint, newest first (their finished
+    cells and shadow models can be reused)."""
+    fields = set(config_fields(SweepConfig))
+    fp = cell_fingerprint(cfg)
+    out = []
+    for run in sorted((r for m in METHODS for r in ws.list_runs(method=m)), key=lambda r: -r.id):
+        if run.id == run_id:
+            continue
+        stored = {k: v for k, v in dict(run.params.get("config") or {}).items() if k in fields}
+        try:
+            other = config_from_mapping(SweepConfig, stored, what="stored sweep")
+        except SpurAuditError:
+            continue
+        if cell_fingerprint(other) == fp:
+            out.append(run.id)
+    return out
+
+
+def _donor_cell(ws: Any, runs: list[int], cell: Cell, cfg: SweepConfig) -> dict | None:
+    """The first finished record of ``cell`` among ``runs`` that fits this sweep (`_reusable`)."""
+    for run in runs:
+        path = ws.path(cell_rel(run, cell.key))
+        if not path.is_file():
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        fitted = _reusable(record, cell, cfg, run)
+        if fitted is not None:
+            return fitted
+    return None
+
+
+def _reusable(record: dict, cell: Cell, cfg: SweepConfig, donor: int) -> dict | None:
+    """``record`` (a finished cell of run ``donor``) fitted to this sweep, or None when it lacks what this
+    sweep measures (a pattern's score on the clean model, the deletion results)."""
+    by_pattern = {r.get("pattern"): r for r in record.get("rows") or []}
+    wanted = cfg.patterns if cell.n == 0 else (cell.pattern,)
+    needs_deletion = _needs_deletion(cfg, cell)
+    rows = []
+    for p in wanted:
+        if p not in by_pattern:
+            return None
+        row = dict(by_pattern[p])
+        if needs_deletion and "score_after_retraining" not in row:
+            return None
+        if not needs_deletion:
+            for key in _DELETION_KEYS:
+                row.pop(key, None)
+        rows.append(row)
+    return {**record, "rows": rows, "reused_from_run": donor}
 
 
 def _norms(cfg: SweepConfig, data: RareData, patterns: dict[str, Any]) -> dict[str, float]:
@@ -531,22 +611,32 @@ def run_sweep(ws: Any, config: SweepConfig | dict | None = None, *, progress: Pr
     try:
         ws.write_json(f"{rel}/config.json", {**plain_cfg, "fingerprint": fingerprint, "method": method,
                                              "data_sizes": data.sizes(), "data_source": data.source})
-        runner = _Runner(ws, cfg, data, run_id, device, runner_patch)
+        donor_runs = _donor_runs(ws, cfg, run_id) if cfg.resume else []
+        runner = _Runner(ws, cfg, data, run_id, device, runner_patch, donor_runs)
         norms = _norms(cfg, data, runner.patterns)
         ws.write_json(f"{rel}/norms.json", norms)
         done = finished_cells(ws, run_id)
         skipped = sum(1 for c in cells if c.key in done)
+        reused = 0
         ws.update_run(run_id, metrics={"cells_total": len(cells), "cells_done": skipped, "notes": data.notes})
         ran, stopped = 0, False
         todo = [c for c in cells if c.key not in done]
         base = 0.02
         for i, cell in enumerate(cells):
+            if cell.key not in done and cfg.resume:
+                # a run with the same cell settings (possibly going on in another process) may have it
+                runner.donor_runs = _donor_runs(ws, cfg, run_id)
+                record = _donor_cell(ws, runner.donor_runs, cell, cfg)
+                if record is not None:
+                    ws.write_json(cell_rel(run_id, cell.key), record)
+                    done[cell.key] = record
+                    reused += 1
             if cell.key not in done:
                 k = ran
-                part = sub_progress(progress, base + (1 - base) * 0.97 * k / max(len(todo), 1),
-                                    base + (1 - base) * 0.97 * (k + 1) / max(len(todo), 1))
+                part = sub_progress(progress, base + (1 - base) * 0.97 * min(k / max(len(todo), 1), 1.0),
+                                    base + (1 - base) * 0.97 * min((k + 1) / max(len(todo), 1), 1.0))
                 what = "clean model" if not cell.n else f"{cell.pattern} n={cell.n}"
-                part(0.0, f"cell {skipped + k + 1}/{len(cells)}: {what}, {cell.optimizer}, {cell.regulariser}, "
+                part(0.0, f"cell {skipped + reused + k + 1}/{len(cells)}: {what}, {cell.optimizer}, {cell.regulariser}, "
                           f"seed {cell.seed}")
                 record = runner.run_cell(cell, part)
                 ws.write_json(cell_rel(run_id, cell.key), to_plain(record, nan_as_none=True))
@@ -566,14 +656,18 @@ def run_sweep(ws: Any, config: SweepConfig | dict | None = None, *, progress: Pr
         ws.write_json(f"{rel}/table.json", records(table))
         ws.write_json(f"{rel}/summary.json", summary)
         metrics = {"cells_done": len(finished), "cells_total": len(cells), "stopped_early": stopped,
-                   "resumed": resumed, "cells_run_last_start": ran, "notes": notes[:50],
+                   "resumed": resumed, "cells_run_last_start": ran, "cells_reused": reused,
+                   "reused_from_runs": sorted({done[c.key].get("reused_from_run") for c in finished
+                                               if done[c.key].get("reused_from_run") is not None}), "notes": notes[:50],
                    "headline": _headline(summary)}
         ws.update_run(run_id, status="done", metrics=to_plain(metrics, nan_as_none=True),
                       artifacts={"table": f"{rel}/table.json", "summary": f"{rel}/summary.json",
                                  "config": f"{rel}/config.json"})
-        progress(1.0, f"{method} run {run_id} done ({ran} cells trained, {skipped} already saved)")
+        progress(1.0, f"{method} run {run_id} done ({ran} cells trained, {skipped} already saved, "
+                      f"{reused} reused from other runs)")
         return SweepResult(run_id=run_id, table=table, summary=summary, cells_run=ran, cells_skipped=skipped,
-                           cells_total=len(cells), status="done", stopped_early=stopped, notes=notes)
+                           cells_total=len(cells), status="done", stopped_early=stopped, notes=notes,
+                           cells_reused=reused)
     except BaseException as exc:
         cancelled = isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "JobCancelled"
         ws.update_run(run_id, status="cancelled" if cancelled else "failed", error=f"{type(exc).__name__}: {exc}")
@@ -594,4 +688,5 @@ def _headline(summary: dict) -> dict:
 
 
 __all__ = ["SweepConfig", "SweepResult", "Cell", "run_sweep", "check_sweep", "sweep_cells", "sweep_fingerprint",
+           "cell_fingerprint",
            "parse_regulariser", "regulariser_label", "base_train_config", "REGULARISER_KEYS"]

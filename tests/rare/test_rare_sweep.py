@@ -188,3 +188,23 @@ def test_job_kinds_run_in_process_and_out_of_process(tmp_path):
     assert job.status == "done", job.error
     run = ws.get_run(job.result["run_id"])
     assert run.status == "done" and json.loads(json.dumps(run.params))["config"]["patterns"] == ["r3"]
+
+
+def test_a_wider_sweep_reuses_the_cells_of_a_run_with_the_same_settings(tmp_path, monkeypatch):
+    ws = Workspace(tmp_path / "ws")
+    first = run_sweep(ws, tiny_sweep(patterns=("s3", "r3"), counts=(0, 5), seeds=(0, 1), membership=True))
+    trained: list[int] = []
+    real_train = sweep_mod.train_model
+    monkeypatch.setattr(sweep_mod, "train_model", lambda *a, **k: trained.append(1) or real_train(*a, **k))
+    # one more seed and one more count, a subset of the patterns: only the new cells train
+    wider = run_sweep(ws, tiny_sweep(patterns=("s3",), counts=(0, 5, 10), seeds=(0, 1, 2), membership=True))
+    assert wider.run_id != first.run_id
+    assert wider.cells_reused == 2 * 2                    # seeds 0, 1: the clean cell and s3 n=5
+    assert wider.cells_run == 3 * 3 - 4 and len(trained) == wider.cells_run + 1   # + the shadow of seed 2
+    assert set(wider.table.pattern) == {"s3"}
+    old = first.table[(first.table.pattern == "s3") & (first.table.seed < 2)].sort_values(["n", "seed"])
+    new = wider.table[(wider.table.n.isin([0, 5])) & (wider.table.seed < 2)].sort_values(["n", "seed"])
+    assert list(old.score) == list(new.score)
+    # other cell settings (epochs): nothing to reuse
+    other = run_sweep(ws, tiny_sweep(patterns=("s3",), epochs=3))
+    assert other.cells_reused == 0 and other.cells_run == 4
