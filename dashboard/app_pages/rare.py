@@ -182,10 +182,10 @@ def preview_section(ws, patch: dict | None) -> None:
         names = list(PATTERNS) + ([PATCH] if patch else [])
         chosen = c2.multiselect("Patterns", names, default=["s3", "r3", "core"], key="rare_pv_patterns")
         target = c3.number_input("Class", min_value=0, value=0, key="rare_pv_target")
-        show_images(ws, data=data_params(data), patterns=chosen, patch=patch, target=int(target), key="pv")
+        show_images(ws, data=data_params(data), patterns=chosen, patch=patch, target=int(target))
 
 
-def show_images(ws, *, data: dict, patterns: list[str], patch: dict | None, target: int, key: str) -> None:
+def show_images(ws, *, data: dict, patterns: list[str], patch: dict | None, target: int) -> None:
     images = resources.rare_preview(ws, data=data["data"], dataset=data.get("dataset"), patterns=patterns,
                                     patch=patch, target=target, k=4)
     for name, row in images.items():
@@ -275,7 +275,7 @@ def show_run(ws, run_id: int) -> None:
         cfg = run.config
         data = {"data": cfg.get("data", "mnist"), "dataset": cfg.get("dataset")}
         show_images(ws, data=data, patterns=list(cfg.get("patterns") or []), patch=cfg.get("patch"),
-                    target=int(cfg.get("target", 0)), key=f"run{run.id}")
+                    target=int(cfg.get("target", 0)))
 
 
 def results_section(ws) -> None:
