@@ -47,7 +47,8 @@ def score_curves(cells: pd.DataFrame, *, optimizer: str | None = None, regularis
             line=dict(color=COLORS[i % len(COLORS)]),
             marker=dict(symbol=["star" if s else "circle" for s in sig], size=[12 if s else 7 for s in sig]),
             error_y=dict(type="data", array=_err(g.score_sem if "score_sem" in g else [0] * len(g)), visible=True),
-            customdata=list(zip(_err(g.p_value if "p_value" in g else [0] * len(g)), g.seeds if "seeds" in g else [0] * len(g))),
+            customdata=list(zip(_err(g.p_value if "p_value" in g else [0] * len(g)),
+                                g.seeds if "seeds" in g else [0] * len(g))),
             hovertemplate=f"{p}" + " n=%{x}<br>score %{y:.4f}<br>p vs n=0 %{customdata[0]:.3g}<br>seeds %{customdata[1]}"
                           "<extra></extra>"), row=r, col=c)
         base = g[g.n == 0]

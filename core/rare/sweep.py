@@ -23,10 +23,10 @@ Every finished cell is saved at once (``runs/<id>/cells/<key>.json``, atomic). S
 again (same settings; device and the resume options do not count) continues the newest run with that
 fingerprint — a stopped one goes on where it stopped, a finished one is just read back: the cells
 already saved are never trained again (``resume=False`` starts a new run that trains every cell). A
-sweep whose grid differs
-(more seeds, other counts or patterns) but whose cell settings (data, model, recipe, measures) are the
-same reuses the cells other runs already finished (`cell_fingerprint`), and their shadow models. The tidy table and the statistics
-(`core.rare.stats.summarise`) are written when the sweep ends.
+sweep whose grid differs (more seeds, other counts or patterns) but whose cell settings (data, model,
+recipe, measures) are the same reuses the cells other runs already finished (`cell_fingerprint`),
+also while those runs go on in another process, and their shadow models. The tidy table and the
+statistics (`core.rare.stats.summarise`) are written when the sweep ends.
 """
 from __future__ import annotations
 
@@ -126,9 +126,10 @@ class SweepConfig:
     k pixels, zero fill), ``train_val`` (give train_model the val split: best-epoch weights, early
     stopping). Measures: ``threshold`` of Δ, ``membership``, ``deletion_counts`` / ``deletion_patterns``
     (empty = all) / ``deletion_epochs`` / ``lissa_*``, ``alpha`` of the tests, ``level`` of the
-    "n needed to reach a score" statistic. Run: ``device``, ``resume`` (continue the newest run with the same
-    settings: a stopped one goes on, a finished one is read back), ``resume_run`` (continue that run id), ``name`` (a label), ``order`` (cells
-    seed-major, or count-major for early stopping).
+    "n needed to reach a score" statistic. Run: ``device``, ``resume`` (continue the newest run with
+    the same settings — a stopped one goes on, a finished one is read back — and reuse the cells of runs
+    with the same cell settings), ``resume_run`` (continue that run id), ``name`` (a label), ``order``
+    (cells seed-major, or count-major for early stopping).
     """
 
     data: str = "mnist"
