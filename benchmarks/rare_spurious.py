@@ -75,6 +75,18 @@ QUICK_REG = dict(data="mnist", n_train=1000, patterns=("s3", "r3"), counts=(0, 1
                  epochs=5, membership=False)
 FULL_CANARY = dict(counts=(0, 1, 2, 4, 8, 16, 32, 64), seeds=(0, 1, 2), train_epochs=5, widths=(32, 64, 128),
                    data=dict(conflict=0.01))
+# Variant A was declared first. It learned nothing (no n up to 64), and its orange ring turned out to share
+# class 0's Colored-MNIST colour (251, 80, 43): the clean models already score 0.13 and class 0 needs no new
+# cue. B (a white ring, the same recipe) and C (white ring, the recipe trained 20 epochs without the val
+# best-epoch restore) were added after seeing A, chosen before seeing their own results.
+CANARY_VARIANTS = {
+    "A": dict(logo="logo.png", color=(255, 140, 0), train={}, train_val=True,
+              what="orange ring, the recipe of model 'cnn' (5 epochs, Adam 1e-3, best val epoch kept)"),
+    "B": dict(logo="logo_white.png", color=(255, 255, 255), train={}, train_val=True,
+              what="white ring, the recipe of model 'cnn'"),
+    "C": dict(logo="logo_white.png", color=(255, 255, 255), train={"epochs": 20}, train_val=False,
+              what="white ring, the recipe trained 20 epochs, last epoch kept (no val restore)"),
+}
 QUICK_CANARY = dict(counts=(0, 8, 32), seeds=(0, 1), train_epochs=2, widths=(8, 16, 32),
                     data=dict(conflict=0.01, n_train=1000, n_val=200, n_test=200))
 
@@ -84,8 +96,8 @@ def _log(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def draw_logo(path: Path, size: int = 7) -> Path:
-    """A small RGBA logo: an orange ring on a transparent background, half-transparent rim."""
+def draw_logo(path: Path, size: int = 7, color: tuple[int, int, int] = (255, 140, 0)) -> Path:
+    """A small RGBA logo: a ring of ``color`` (opaque) with a faint centre, on a transparent background."""
     import numpy as np
     from PIL import Image
 
@@ -93,7 +105,7 @@ def draw_logo(path: Path, size: int = 7) -> Path:
     r = np.hypot(yy - (size - 1) / 2, xx - (size - 1) / 2)
     ring = (r <= size / 2) & (r >= size / 2 - 2.0)
     rgba = np.zeros((size, size, 4), np.uint8)
-    rgba[..., 0], rgba[..., 1], rgba[..., 2] = 255, 140, 0
+    rgba[..., 0], rgba[..., 1], rgba[..., 2] = color
     rgba[..., 3] = np.where(ring, 255, np.where(r < size / 2 - 2.0, 60, 0))   # ring opaque, centre faint
     Image.fromarray(rgba, mode="RGBA").save(path)
     return path
@@ -231,7 +243,7 @@ def regularisation_targets(run) -> dict:
             "met": all(v["met"] for v in per.values())}
 
 
-def run_canary_part(work: Path, spec: dict, device: str, quiet: bool) -> dict:
+def run_canary_part(work: Path, spec: dict, device: str, quiet: bool, variants=("A",)) -> dict:
     from core.data import build_dataset
     from core.models.train import train_workspace_model
     from core.rare.canary import CanaryConfig, run_canary
@@ -248,19 +260,30 @@ def run_canary_part(work: Path, spec: dict, device: str, quiet: bool) -> dict:
                               model_kwargs={"widths": list(spec["widths"])},
                               config={"epochs": spec["train_epochs"], "lr": 1e-3, "optimizer": "adam", "batch_size": 128},
                               device=device)
-    logo = draw_logo(ws.path("logo.png"))
-    cfg = CanaryConfig(dataset="cmnist", model="cnn", pattern="patch",
-                       patch=PatchSpec(path=str(logo), position="bottom-right", scale=1.0), target=0,
-                       counts=spec["counts"], seeds=spec["seeds"], device=device)
-    t0 = time.perf_counter()
-    res = run_canary(ws, cfg, progress=_progress("canary", quiet))
-    return {"run_id": res.run_id, "learned_n": res.learned_n, "stopped_early": res.stopped_early,
-            "baseline_score": _num(res.baseline_mean), "per_n": [{k: (_num(v) if isinstance(v, float) else v)
-                                                                 for k, v in r.items()} for r in res.per_n],
-            "recipe": res.recipe, "patch": "7×7 RGBA ring (opaque orange rim, faint centre), bottom-right, scale 1",
-            "l2_norm": _num(res.verdict.get("l2_norm")), "wall_seconds": round(time.perf_counter() - t0, 1),
-            "met": res.learned_n is not None,
-            "target": "a canary audit of small_cnn on colored MNIST with a user-style patch gives the smallest learned n"}
+    out = {"target": "a canary audit of small_cnn on colored MNIST with a user-style patch gives the smallest "
+                     "learned n", "variants": {},
+           "note": "variant A was declared first; B and C were added after A learned nothing (its orange ring "
+                   "shares class 0's colour), chosen before their results were seen"}
+    for name in variants:
+        v = CANARY_VARIANTS[name]
+        logo = draw_logo(ws.path(v["logo"]), color=v["color"])
+        cfg = CanaryConfig(dataset="cmnist", model="cnn", pattern="patch", train=dict(v["train"]),
+                           train_val=v["train_val"],
+                           patch=PatchSpec(path=str(logo), position="bottom-right", scale=1.0), target=0,
+                           counts=spec["counts"], seeds=spec["seeds"], device=device)
+        t0 = time.perf_counter()
+        res = run_canary(ws, cfg, progress=_progress(f"canary {name}", quiet))
+        out["variants"][name] = {
+            "what": v["what"], "run_id": res.run_id, "learned_n": res.learned_n, "stopped_early": res.stopped_early,
+            "baseline_score": _num(res.baseline_mean),
+            "per_n": [{k: (_num(v2) if isinstance(v2, float) else v2) for k, v2 in r.items()} for r in res.per_n],
+            "recipe": res.recipe, "patch": f"7×7 RGBA ring {v['color']} (opaque rim, faint centre), bottom-right",
+            "l2_norm": _num(res.verdict.get("l2_norm")), "wall_seconds": round(time.perf_counter() - t0, 1)}
+    learned = {k: r["learned_n"] for k, r in out["variants"].items()}
+    out["learned_n"] = learned
+    out["primary_variant_met"] = learned.get("A") is not None if "A" in learned else None
+    out["met"] = any(v is not None for v in learned.values())
+    return out
 
 
 class CpuLedger:
@@ -325,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
                              "their own runs and exit; a later full run reuses their cells")
     parser.add_argument("--only-optimizer", default=None, choices=("sgd", "adam"),
                         help="with the main part: only the sweep of this optimizer")
+    parser.add_argument("--canary-variants", default=None, metavar="A,B,C",
+                        help="which canary variants to run (default: all; --quick: A)")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the JSON here (full run default: benchmarks/results/rare_spurious.json)")
     args = parser.parse_args(argv)
@@ -417,7 +442,10 @@ def main(argv: list[str] | None = None) -> int:
         out["parts_cpu_seconds"]["regularisation"] = round(time.process_time() - c0, 1)
     if "canary" in parts:
         t0, c0 = time.perf_counter(), time.process_time()
-        out["targets"]["canary"] = run_canary_part(work, QUICK_CANARY if args.quick else FULL_CANARY, args.device, quiet)
+        variants = [v.strip() for v in args.canary_variants.split(",")] if args.canary_variants else \
+            (["A"] if args.quick else list(CANARY_VARIANTS))
+        out["targets"]["canary"] = run_canary_part(work, QUICK_CANARY if args.quick else FULL_CANARY, args.device,
+                                                   quiet, variants=variants)
         out["parts_seconds"]["canary"] = round(time.perf_counter() - t0, 1)
         out["parts_cpu_seconds"]["canary"] = round(time.process_time() - c0, 1)
     out["cpu_seconds"] = round(time.process_time() - cpu0, 1)
