@@ -299,6 +299,36 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def fsync_dir(folder: str | Path) -> None:
+    """Flush ``folder``'s entries to disk, so a file created in it or renamed into it (``os.replace``)
+    survives a crash; a no-op where folders cannot be opened (Windows). For writers that commit files
+    by renaming them (feature extraction publishes its partial arrays this way)."""
+    _fsync_dir(Path(folder))
+
+
+@contextmanager
+def atomic_file(target: str | Path) -> Iterator[Path]:
+    """`Workspace.atomic_path` for a plain path (inside a workspace or not): yield a temporary path in
+    ``target``'s folder (keeping its suffix); on success it is fsync-ed and renamed onto ``target``
+    and the folder fsync-ed, on an exception it is removed and ``target`` stays as it was. The file
+    gets the mode ``open`` gives (the process umask). Used for small state files of writers that work
+    on a folder, such as feature extraction's ``progress.json``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.{random.randrange(1 << 30)}.tmp{target.suffix}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise SpurAuditError(f"nothing was written to the temporary file for {target}")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _known(names: list[str]) -> str:
     return ", ".join(names) if names else "(none yet)"
 

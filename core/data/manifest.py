@@ -41,6 +41,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
@@ -230,9 +232,6 @@ class Manifest:
             self.df.to_csv(path, index=False)
             Path(str(path) + ".json").write_text(meta)
             return path
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         table = pa.Table.from_pandas(self.df, preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: meta.encode()})
         pq.write_table(table, path)
@@ -250,8 +249,6 @@ class Manifest:
             side = Path(str(path) + ".json")
             meta = json.loads(side.read_text()) if side.is_file() else {}
         else:
-            import pyarrow.parquet as pq
-
             table = pq.read_table(path)
             raw = (table.schema.metadata or {}).get(METADATA_KEY)
             meta = json.loads(raw.decode()) if raw else {}
