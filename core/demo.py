@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-
+from core.mitigate.presets import load_preset
 from core.progress import ProgressFn, null_progress, sub_progress
 
 TEXTURES_DATASET = "textures"
@@ -28,41 +28,48 @@ CMNIST_DATASET = "cmnist-1pct"
 CMNIST_MODEL = "cmnist-robust"
 
 
+def demo_settings(quick: bool) -> dict[str, Any]:
+    """The demo's sizes and budgets (``assets/presets/demo.json``, its "quick" or "full" entry):
+    ``textures_sizes`` / ``cmnist_sizes`` (builder options), ``textures_probe`` (head options over the
+    shipped recipe), ``cmnist_epochs``, ``comparison_methods`` and ``method_configs`` (per method)."""
+    return load_preset("demo")["quick" if quick else "full"]
+
+
 @dataclass
 class DemoConfig:
-    """Sizes and budgets; `quick` shrinks them all."""
+    """Sizes and budgets (`demo_settings`); `quick` shrinks them all."""
 
     quick: bool = False
     seed: int = 0
 
     @property
+    def settings(self) -> dict[str, Any]:
+        return demo_settings(self.quick)
+
+    @property
     def textures_sizes(self) -> dict[str, int]:
-        return {"n_train": 300, "n_val": 150, "n_test": 150} if self.quick else {}
+        return dict(self.settings["textures_sizes"])
+
+    @property
+    def textures_probe(self) -> dict[str, Any]:
+        return dict(self.settings["textures_probe"])
 
     @property
     def cmnist_sizes(self) -> dict[str, int]:
-        return {"n_train": 600, "n_val": 200, "n_test": 200} if self.quick else {}
+        return dict(self.settings["cmnist_sizes"])
 
     @property
     def cmnist_epochs(self) -> int:
-        return 1 if self.quick else 8
+        return int(self.settings["cmnist_epochs"])
 
     @property
     def comparison_methods(self) -> list[str]:
-        return ["erm", "dcwp"]
+        return list(self.settings["comparison_methods"])
 
     @property
     def method_configs(self) -> dict[str, dict[str, Any]]:
-        """Budgets per compared method (iterations of batch 256 on 4,000 images ≈ 16 per epoch)."""
-        if self.quick:
-            configs = {"erm": {"iterations": 20, "eval_every": 10},
-                       "dcwp": {"prune_iterations": 20, "finetune_iterations": 20, "pretrain_iterations": 20,
-                                "eval_every": 10, "mining": {"iterations": 20}}}
-        else:
-            # the same 2-pixel shift augmentation for both, as in benchmarks/debias_cmnist.py
-            configs = {"erm": {"iterations": 300, "augment_shift": 2},
-                       "dcwp": {"prune_iterations": 300, "finetune_iterations": 200, "augment_shift": 2,
-                                "mining": {"iterations": 300, "batch_size": 64}}}
+        """Budgets per compared method."""
+        configs = self.settings["method_configs"]
         return {m: c for m, c in configs.items() if m in self.comparison_methods}
 
 
@@ -90,7 +97,7 @@ def _train_textures_model(ws, cfg: DemoConfig, *, device: str, progress: Progres
     _, feats = model_outputs(model, x, device=device)
     # The seed paper's head recipe (SGD lr 1e-3, 20 epochs, no validation selection): trained on the
     # biased split it leans on the texture, which is the model the audit is meant to catch.
-    probe_cfg = ProbeConfig(**{**DEMO_HEAD, **({"epochs": 5} if cfg.quick else {})}, seed=cfg.seed)
+    probe_cfg = ProbeConfig(**{**DEMO_HEAD, **cfg.textures_probe}, seed=cfg.seed)
     head = train_linear_probe(feats, y, num_classes=len(manifest.class_names), config=probe_cfg,
                               device=device, progress=progress)
     model.set_head(head)
@@ -191,4 +198,4 @@ def _headline(metrics: dict) -> dict:
     return out
 
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["DemoConfig", "demo_settings", "run_demo"]
