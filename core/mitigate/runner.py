@@ -67,7 +67,7 @@ def load_data(ws, dataset: str, *, progress: ProgressFn | None = None):
 def load_ranking(ws, dataset: str, model: str, split: str):
     """The saved spuriosity ranking of (dataset, model, split), or None when the audit has none."""
     try:
-        from core.audit.pipeline import load_rankings
+        from core.audit.artifacts import load_rankings
 
         return load_rankings(ws, dataset, model, split)
     except (SpurAuditError, ImportError, FileNotFoundError, KeyError):
