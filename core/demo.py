@@ -111,7 +111,8 @@ def _train_textures_model(ws, cfg: DemoConfig, *, device: str, progress: Progres
 
 def run_demo(ws, *, quick: bool = False, device: str = "auto", progress: ProgressFn | None = None) -> dict:
     """Build both demo audits in ``ws``; returns a summary with the numbers and where things are."""
-    from core.audit.pipeline import run_audit, run_discovery
+    from core.audit.pipeline import run_discovery
+    from core.report import run_audit
     from core.data import build_dataset
     from core.features.extract import extract_splits
     from core.mitigate.runner import run_comparison, run_mitigation

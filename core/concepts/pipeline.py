@@ -10,26 +10,30 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
+from core.audit.artifacts import load_discovery
+from core.audit.labels import MaskLabelConfig
+from core.audit.pipeline import run_mask_labels
 from core.concepts.clip import ClipConfig, ClipScorer, concept_spuriosity, suggest_feature_labels
 from core.concepts.sam import SamConfig, SamSegmenter
+from core.data import load_manifest
 from core.errors import SpurAuditError
+from core.features.store import load_features
 from core.progress import ProgressFn, null_progress, sub_progress
+from core.workspace import Workspace
 
 
 def concept_dir(dataset: str) -> str:
     return f"concepts/{dataset}"
 
 
-def run_sam_labels(ws, dataset: str, model: str, *, sam: SamConfig | None = None, split: str = "train",
+def run_sam_labels(ws: Workspace, dataset: str, model: str, *, sam: SamConfig | None = None, split: str = "train",
                    device: str = "auto", progress: ProgressFn | None = None) -> int:
     """Label the discovered (class, feature) pairs by IoU with SAM object masks (source ``sam_iou``).
 
     Needs a discovery (``python -m core discover``). Returns the number of labels written.
     """
-    from core.audit.labels import MaskLabelConfig
-    from core.audit.pipeline import run_mask_labels
-
     segmenter = SamSegmenter(sam or SamConfig(), device=device)
     # SAM masks are filled regions: compare with the feature mask at the object's own area, as the
     # IoU thresholds calibrated on thin digit strokes do not carry over (see MaskLabelConfig).
@@ -38,9 +42,7 @@ def run_sam_labels(ws, dataset: str, model: str, *, sam: SamConfig | None = None
                            segmenter=lambda image: segmenter.object_mask(image)[0], progress=progress)
 
 
-def _split_images(ws, dataset: str, split: str, *, progress: ProgressFn) -> tuple[torch.Tensor, np.ndarray, object]:
-    from core.data import load_manifest
-
+def _split_images(ws: Workspace, dataset: str, split: str, *, progress: ProgressFn) -> tuple[torch.Tensor, np.ndarray, object]:
     manifest = load_manifest(ws, dataset).split(split)
     if len(manifest) == 0:
         raise SpurAuditError(f"dataset {dataset!r} has no {split!r} rows")
@@ -48,7 +50,7 @@ def _split_images(ws, dataset: str, split: str, *, progress: ProgressFn) -> tupl
     return x, y.numpy(), manifest
 
 
-def run_clip_spuriosity(ws, dataset: str, *, concepts: Sequence[str], core_concepts: Sequence[str] = (),
+def run_clip_spuriosity(ws: Workspace, dataset: str, *, concepts: Sequence[str], core_concepts: Sequence[str] = (),
                         clip: ClipConfig | None = None, split: str = "val", device: str = "auto",
                         progress: ProgressFn | None = None) -> dict:
     """Score every image of ``split`` for the spurious ``concepts`` with CLIP and z-score within class.
@@ -58,8 +60,6 @@ def run_clip_spuriosity(ws, dataset: str, *, concepts: Sequence[str], core_conce
     which images are bias-aligned, the summary includes the AUROC of the spuriosity for telling
     aligned from conflicting images (1.0 = the concept is exactly the bias).
     """
-    from sklearn.metrics import roc_auc_score
-
     progress = progress or null_progress
     concepts = [c.strip() for c in concepts if c and c.strip()]
     if not concepts:
@@ -92,14 +92,11 @@ def run_clip_spuriosity(ws, dataset: str, *, concepts: Sequence[str], core_conce
     return summary
 
 
-def run_clip_labels(ws, dataset: str, model: str, *, concepts: Sequence[str], clip: ClipConfig | None = None,
+def run_clip_labels(ws: Workspace, dataset: str, model: str, *, concepts: Sequence[str], clip: ClipConfig | None = None,
                     split: str = "train", top_n: int = 5, device: str = "auto",
                     progress: ProgressFn | None = None) -> int:
     """CLIP suggestions (source ``clip``) for every discovered (class, feature): its ``top_n``
     top-activating images against the class name and the spurious ``concepts``."""
-    from core.audit.pipeline import load_discovery
-    from core.features.store import load_features
-
     progress = progress or null_progress
     if top_n < 1:
         raise SpurAuditError("top_n must be >= 1")

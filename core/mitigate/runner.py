@@ -7,7 +7,7 @@ kind call. It
 2. loads every split into memory (`MitigationData.from_manifest` with ``extra_bias=True``: further bias
    columns of the manifest, e.g. multi-color-mnist's ``bias_right``, become ``data.extra_bias`` =
    {column: {split: (N,) int64}}, which FFW hides too) and the model checkpoint;
-3. when the audit saved spuriosity rankings of train and val (`core.audit.pipeline.load_rankings`),
+3. when the audit saved spuriosity rankings of train and val (`core.audit.artifacts.load_rankings`),
    passes them to head tuning / error tuning as their spuriosity arrays (unless the config gives some);
 4. runs the method (`core.mitigate.registry.get_method`), saves ``runs/<id>/model.pt``
    (`core.models.checkpoints.export_masked_model`: weights with pruned entries zeroed + binary masks), ``metrics.json``,
@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from core.audit.gaps import GapConfig, spurious_gaps
-from core.audit.pipeline import load_rankings
+from core.audit.artifacts import load_rankings
 from core.data import load_manifest
 from core.device import resolve_device
 from core.errors import SpurAuditError

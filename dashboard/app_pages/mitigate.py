@@ -6,17 +6,15 @@ method; per-class spurious gaps before = vanilla / after). Single-method runs (`
 from the CLI) are listed too, with their per-class gaps before/after."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
+from core.audit.artifacts import load_comparison, load_comparison_figure, load_run_gaps
 from dashboard import resources
 from dashboard.components.charts import gap_before_after_figure, run_comparison_figure
 from dashboard.components.guard import run_page
 from dashboard.components.job_monitor import job_monitor, launch, recent_jobs
-from dashboard.components.state import context
+from dashboard.components.state import context, md_escape
 
 METHOD_HELP = {
     "head-tuning": "low-spuriosity head tuning: retrain only the linear head on each class's least-spurious "
@@ -118,16 +116,8 @@ def launch_form(ws, dataset: str, model: str) -> None:
         st.rerun()
 
 
-def read_json(path: Path | None) -> dict | None:
-    if path is None or not Path(path).exists():
-        return None
-    return json.loads(Path(path).read_text())
-
-
 def show_comparison(ws, run) -> None:
-    import plotly.io as pio
-
-    data = read_json(run.artifacts.get("comparison_json"))
+    data = load_comparison(run)
     if data is None:
         st.warning(f"Run #{run.id} has no comparison file.")
         return
@@ -147,9 +137,9 @@ def show_comparison(ws, run) -> None:
                                     for c in show.columns if c not in ("method", "seeds")})
         st.caption(f"{data.get('split', 'test')} split; mean over seeds; 'vanilla' = the audited model "
                    "before mitigation; pooled gap = acc(high spuriosity) − acc(low), lower is better.")
-    fig_path = run.artifacts.get("figure_json")
-    if fig_path is not None and Path(fig_path).exists():
-        st.plotly_chart(pio.from_json(Path(fig_path).read_text()), key=f"cmp_fig_{run.id}")
+    figure = load_comparison_figure(run)
+    if figure is not None:
+        st.plotly_chart(figure, key=f"cmp_fig_{run.id}")
 
 
 def show_single_runs(ws, dataset: str, runs: list) -> None:
@@ -171,7 +161,7 @@ def show_single_runs(ws, dataset: str, runs: list) -> None:
                         key="single_runs_fig")
     after, before = {}, None
     for r in runs:
-        g = read_json(r.artifacts.get("gaps")) if r.status == "done" else None
+        g = load_run_gaps(r) if r.status == "done" else None
         if g:
             before = pd.DataFrame(g["before"]) if before is None else before
             after[f"{r.method} #{r.id}"] = pd.DataFrame(g["after"])
@@ -191,18 +181,12 @@ def render() -> None:
     ctx = context()
     dataset, model = ctx.require_model()
     ws = ctx.ws
-    st.caption(f"Dataset **{dataset}**, audited model **{model}**. Training runs in a background job, "
+    st.caption(f"Dataset **{md_escape(dataset)}**, audited model **{md_escape(model)}**. Training runs in a background job, "
                "never in this page; you can leave and come back. Head tuning uses the audit's spuriosity "
                "rankings.")
-    if COMPARE_KIND not in resources.job_kinds():
-        st.info("The mitigation engine is not available in this installation; from a terminal run:",
-                icon=":material/info:")
-        st.code(f"python -m core compare --workspace {ws.root} --dataset {dataset} --model {model} "
-                f"--methods {','.join(DEFAULT_METHODS)}", language="bash")
-    else:
-        launch_form(ws, dataset, model)
-        job_monitor(ws, recent_jobs(ws, (COMPARE_KIND, SINGLE_KIND), dataset=dataset, model=model, limit=3),
-                    key="mit_jobs")
+    launch_form(ws, dataset, model)
+    job_monitor(ws, recent_jobs(ws, (COMPARE_KIND, SINGLE_KIND), dataset=dataset, model=model, limit=3),
+                key="mit_jobs")
 
     runs = [r for r in ws.list_runs(dataset=dataset, model=model)]
     comparisons = [r for r in runs if r.method == COMPARE_KIND]
