@@ -82,16 +82,12 @@ from core.mitigate.ffw_gates import FFWConfig, FFWOutcome, ffw_prune
 from core.mitigate.ffw_rank import prune_by_rank
 from core.mitigate.metrics import model_outputs, peak_rss_mb
 from core.mitigate.mining import MiningConfig, mine_conflicting
-from core.mitigate.presets import ffw_presets
 from core.mitigate.probes import privacy_bias_accuracy
 from core.mitigate.registry import register_method
 from core.progress import ProgressFn, null_progress, sub_progress
 
-__all__ = ["FFWConfig", "FFW_PRESETS", "PRUNE_RULES", "bias_labels", "split_holdout", "run_ffw"]
+__all__ = ["FFWConfig", "PRUNE_RULES", "bias_labels", "split_holdout", "run_ffw"]
 
-#: the named FFW variants as read at import (``assets/presets/ffw.json``); new code calls
-#: `core.mitigate.presets.ffw_presets()` — this name stays only until the dashboard's mitigate page does
-FFW_PRESETS: dict[str, dict[str, Any]] = ffw_presets()
 
 PruneFn = Callable[..., FFWOutcome]
 #: ``FFWConfig.structured_rule`` (one of `core.mitigate.ffw_gates.STRUCTURED_RULES`) -> the tensor-level

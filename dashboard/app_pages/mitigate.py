@@ -10,22 +10,13 @@ import pandas as pd
 import streamlit as st
 
 from core.audit.artifacts import load_comparison, load_comparison_figure, load_run_gaps
+from core.mitigate import METHOD_CHOICES, ffw_presets, ffw_variants, method_help
 from dashboard import resources
 from dashboard.components.charts import gap_before_after_figure, run_comparison_figure
 from dashboard.components.guard import run_page
 from dashboard.components.job_monitor import job_monitor, launch, recent_jobs
 from dashboard.components.state import context, md_escape
 
-METHOD_HELP = {
-    "head-tuning": "low-spuriosity head tuning: retrain only the linear head on each class's least-spurious "
-                   "images",
-    "error-tuning": "error tuning: retrain the head on misclassified images (the paper's baseline)",
-    "dcwp": "DCWP: learn weight masks that prune the bias (GCE mining + Gumbel masks)",
-    "ffw": "FFW: prune weights carrying bias information (needs bias labels or mined ones)",
-    "jtt": "JTT: upweight the errors of an early-stopped model and retrain",
-    "mrm": "MRM: mask-based retraining",
-    "erm": "ERM: plain retraining from scratch (reference)",
-}
 DEFAULT_METHODS = ["head-tuning", "error-tuning"]
 COMPARE_KIND = "compare"
 SINGLE_KIND = "mitigate"
@@ -34,17 +25,7 @@ METRICS = ["accuracy", "unbiased_accuracy", "worst_group_accuracy", "conflicting
 
 
 def method_choices() -> list[str]:
-    from core.mitigate import METHOD_CHOICES
-
     return list(METHOD_CHOICES)
-
-
-# FFW variants offered in the form -> names of core.mitigate.ffw.FFW_PRESETS.
-FFW_VARIANTS = {
-    "gates per weight (paper)": "unstructured",
-    "gates per bottleneck neuron (paper)": "structured",
-    "bias-ranked neurons + head re-fit": "rank-refit",
-}
 
 
 def method_configs(methods: list[str], *, low_k: int, head_epochs: int, ffw_epochs: int,
@@ -58,9 +39,7 @@ def method_configs(methods: list[str], *, low_k: int, head_epochs: int, ffw_epoc
             if m == "head-tuning":
                 configs[m]["k_per_class"] = int(low_k)
         elif m == "ffw":
-            from core.mitigate.ffw import FFW_PRESETS
-
-            preset = FFW_PRESETS[FFW_VARIANTS[ffw_variant]]
+            preset = ffw_presets()[ffw_variants()[ffw_variant]]
             configs[m] = {"max_epochs": int(ffw_epochs), **preset}
             if preset.get("structured_rule") == "bias-rank":
                 configs[m]["bias_budget"] = float(ffw_bias_budget)
@@ -72,7 +51,7 @@ def launch_form(ws, dataset: str, model: str) -> None:
     with st.form("mitigate_form", border=True):
         st.markdown("**New debias-and-compare run**")
         methods = st.multiselect("Methods", choices, default=[m for m in DEFAULT_METHODS if m in choices],
-                                 help="\n".join(f"- **{k}**: {v}" for k, v in METHOD_HELP.items()),
+                                 help="\n".join(f"- **{k}**: {v}" for k, v in method_help().items()),
                                  key="mit_methods")
         c1, c2, c3, c4, c5 = st.columns(5)
         device = c1.selectbox("Device", resources.device_choices(), key="mit_device",
@@ -88,7 +67,7 @@ def launch_form(ws, dataset: str, model: str) -> None:
                                       help="head / error tuning: at most this many epochs (paper: 20)")
         ffw_epochs = c5.number_input("FFW epochs", min_value=1, max_value=200, value=60, key="mit_ffw_epochs")
         ffw_variant = st.selectbox(
-            "FFW variant", list(FFW_VARIANTS), key="mit_ffw_variant",
+            "FFW variant", list(ffw_variants()), key="mit_ffw_variant",
             help="FFW needs bias labels on the val split. The paper's gates minimise the mutual information "
                  "between features and the bias without changing any weight; 'bias-ranked neurons' keeps the "
                  "bottleneck neurons the bias explains least (held-out val bias accuracy within the bias budget "

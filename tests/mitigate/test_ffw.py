@@ -10,10 +10,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _tiny import tiny_data, tiny_model, train_vanilla  # noqa: E402
 
+from core.config import config_from_mapping
 from core.errors import SpurAuditError
 from core.mitigate.data import MitigationData
-from core.mitigate.ffw import FFW_PRESETS, PRUNE_RULES, run_ffw, split_holdout
-from core.mitigate.ffw_gates import STRUCTURED_RULES
+from core.mitigate.ffw import PRUNE_RULES, run_ffw, split_holdout
+from core.mitigate.ffw_gates import STRUCTURED_RULES, FFWConfig
 from core.mitigate.presets import ffw_presets
 from core.models.gates import masks_of
 
@@ -21,9 +22,10 @@ torch.set_num_threads(1)
 FAST = {"max_epochs": 3, "steps_per_epoch": 4, "min_epochs": 1, "privacy_max_epochs": 20, "batch_size": 64}
 
 
-def test_every_structured_rule_has_its_pruning_and_the_presets_are_the_asset_file():
+def test_every_structured_rule_has_its_pruning_and_every_preset_is_a_valid_config():
     assert tuple(PRUNE_RULES) == STRUCTURED_RULES
-    assert FFW_PRESETS == ffw_presets()
+    for options in ffw_presets().values():
+        config_from_mapping(FFWConfig, options, what="ffw")
 
 
 def test_split_holdout_is_stratified_and_disjoint():
