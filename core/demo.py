@@ -19,8 +19,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from core.audit.artifacts import has_discovery, load_summary
+from core.audit.pipeline import run_discovery
+from core.data import build_dataset, load_manifest
+from core.features.extract import extract_splits
+from core.metrics import evaluate_predictions
+from core.mitigate.metrics import model_outputs
 from core.mitigate.presets import load_preset
+from core.mitigate.runner import run_comparison, run_mitigation
+from core.models import ProbeConfig, TrainConfig, build_model, save_workspace_model, train_linear_probe
+from core.models.demo_encoder import DEMO_HEAD
+from core.models.workspace_models import train_workspace_model
 from core.progress import ProgressFn, null_progress, sub_progress
+from core.report import run_audit
 
 TEXTURES_DATASET = "textures"
 TEXTURES_MODEL = "textures-robust"
@@ -74,8 +85,6 @@ class DemoConfig:
 
 
 def _train_cmnist_model(ws, cfg: DemoConfig, *, device: str, progress: ProgressFn) -> None:
-    from core.models import TrainConfig, train_workspace_model
-
     # L2-PGD adversarial training (ε = 0.5 in [0, 1] pixel space) makes the features "robust", as the
     # spuriosity method wants; the biased training data still makes the model lean on colour.
     train_cfg = TrainConfig(epochs=cfg.cmnist_epochs, lr=1e-3, adv_eps=0.5, adv_steps=3, seed=cfg.seed)
@@ -84,12 +93,6 @@ def _train_cmnist_model(ws, cfg: DemoConfig, *, device: str, progress: ProgressF
 
 
 def _train_textures_model(ws, cfg: DemoConfig, *, device: str, progress: ProgressFn) -> None:
-    from core.data import load_manifest
-    from core.metrics import evaluate_predictions
-    from core.mitigate.metrics import model_outputs
-    from core.models import ProbeConfig, build_model, save_workspace_model, train_linear_probe
-    from core.models.demo_encoder import DEMO_HEAD
-
     manifest = load_manifest(ws, TEXTURES_DATASET)
     model = build_model("demo_cnn", num_classes=len(manifest.class_names), pretrained="shipped").eval()
     x, y = manifest.split("train").load_tensors()
@@ -111,12 +114,6 @@ def _train_textures_model(ws, cfg: DemoConfig, *, device: str, progress: Progres
 
 def run_demo(ws, *, quick: bool = False, device: str = "auto", progress: ProgressFn | None = None) -> dict:
     """Build both demo audits in ``ws``; returns a summary with the numbers and where things are."""
-    from core.audit.pipeline import run_discovery
-    from core.report import run_audit
-    from core.data import build_dataset
-    from core.features.extract import extract_splits
-    from core.mitigate.runner import run_comparison, run_mitigation
-
     cfg = DemoConfig(quick=quick)
     progress = progress or null_progress
     start = time.perf_counter()
@@ -143,12 +140,12 @@ def run_demo(ws, *, quick: bool = False, device: str = "auto", progress: Progres
     step("extract textures features", 0.12, 0.2,
          all((TEXTURES_DATASET, TEXTURES_MODEL, s) in have for s in ("train", "val", "test")),
          lambda p: extract_splits(ws, TEXTURES_DATASET, TEXTURES_MODEL, "all", device=device, progress=p))
-    audit_done = ws.path(f"audits/{TEXTURES_DATASET}/{TEXTURES_MODEL}/summary.json").exists()
+    audit_done = load_summary(ws, TEXTURES_DATASET, TEXTURES_MODEL) is not None
     step("audit textures (discover, mask labels, rank, gaps, report)", 0.2, 0.45, audit_done,
          lambda p: summary.__setitem__("textures_audit", run_audit(ws, TEXTURES_DATASET, TEXTURES_MODEL,
                                                                    device=device, progress=p)))
     if "textures_audit" not in summary:
-        summary["textures_audit"] = ws.read_json(f"audits/{TEXTURES_DATASET}/{TEXTURES_MODEL}/summary.json", {})
+        summary["textures_audit"] = load_summary(ws, TEXTURES_DATASET, TEXTURES_MODEL) or {}
     done_methods = {r.method for r in ws.list_runs(dataset=TEXTURES_DATASET, model=TEXTURES_MODEL)
                     if r.status == "done"}
     for i, method in enumerate(("head-tuning", "error-tuning")):
@@ -167,7 +164,7 @@ def run_demo(ws, *, quick: bool = False, device: str = "auto", progress: Progres
          all((CMNIST_DATASET, CMNIST_MODEL, s) in have for s in ("train", "val", "test")),
          lambda p: extract_splits(ws, CMNIST_DATASET, CMNIST_MODEL, "all", device=device, progress=p))
     step("discover cmnist features", 0.75, 0.78,
-         ws.path(f"audits/{CMNIST_DATASET}/{CMNIST_MODEL}/discovery.json").exists(),
+         has_discovery(ws, CMNIST_DATASET, CMNIST_MODEL),
          lambda p: run_discovery(ws, CMNIST_DATASET, CMNIST_MODEL, device=device, progress=p))
     compared = any(r.method == "compare" and r.status == "done"
                    for r in ws.list_runs(dataset=CMNIST_DATASET, model=CMNIST_MODEL))
