@@ -75,6 +75,8 @@ class WorkspaceTensorCache:
             return None
 
     def put(self, key: str, array: "np.ndarray") -> None:
+        if getattr(self.ws, "read_only", False):  # a cache: on a read-only workspace images are decoded each time
+            return
         self.ws.save_npy(self._rel(key), array)
 
 
