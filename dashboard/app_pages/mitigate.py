@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.runs import reconcile_runs
 from dashboard import resources
 from dashboard.components.charts import gap_before_after_figure, run_comparison_figure
 from dashboard.components.guard import run_page
@@ -204,6 +205,7 @@ def render() -> None:
         job_monitor(ws, recent_jobs(ws, (COMPARE_KIND, SINGLE_KIND), dataset=dataset, model=model, limit=3),
                     key="mit_jobs")
 
+    reconcile_runs(ws)   # a run whose process died is shown failed, not "running"
     runs = [r for r in ws.list_runs(dataset=dataset, model=model)]
     comparisons = [r for r in runs if r.method == COMPARE_KIND]
     singles = [r for r in runs

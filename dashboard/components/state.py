@@ -16,7 +16,7 @@ import streamlit as st
 
 from core.errors import SpurAuditError
 from dashboard import resources
-from dashboard.components.guard import NeedsSetup
+from dashboard.components.guard import NeedsSetup, run_page
 
 WS_KEY = "sa_workspace"
 DATASET_KEY = "sa_dataset"
@@ -101,35 +101,40 @@ def default_dataset(ws, datasets: list[str]) -> str | None:
 
 
 def sidebar() -> None:
-    """Draw the workspace picker and the (dataset, model) selectors (errors shown inline)."""
+    """Draw the workspace picker and the (dataset, model) selectors (errors shown inline: the selectors
+    run inside the page guard, so a damaged or foreign workspace is a message, never a traceback)."""
     with st.sidebar:
         workspace_text()  # sets the default on the first run
         st.text_input("Workspace folder", key=WS_KEY,
                       help="A SpurAudit workspace: audit.db + artifacts. "
                            "Default: $SPURAUDIT_WORKSPACE or ./workspace.")
-        try:
-            ws = open_workspace()
-        except NeedsSetup:
-            st.caption("No workspace at this path yet.")
-            return
-        except SpurAuditError as exc:
-            st.error(str(exc))
-            return
-        datasets = [d.name for d in ws.list_datasets()]
-        if not datasets:
-            st.caption("Workspace is empty.")
-            return
-        if st.session_state.get(DATASET_KEY) not in datasets:
-            st.session_state[DATASET_KEY] = default_dataset(ws, datasets)
-        st.selectbox("Dataset", datasets, key=DATASET_KEY)
-        models = models_for(ws, st.session_state[DATASET_KEY])
-        if not models:
-            st.session_state.pop(MODEL_KEY, None)
-            st.caption("No model for this dataset yet.")
-            return
-        if st.session_state.get(MODEL_KEY) not in models:
-            st.session_state[MODEL_KEY] = models[0]
-        st.selectbox("Model", models, key=MODEL_KEY)
+        run_page(_selectors)
+
+
+def _selectors() -> None:
+    try:
+        ws = open_workspace()
+    except NeedsSetup:
+        st.caption("No workspace at this path yet.")
+        return
+    except SpurAuditError as exc:
+        st.error(str(exc))
+        return
+    datasets = [d.name for d in ws.list_datasets()]
+    if not datasets:
+        st.caption("Workspace is empty.")
+        return
+    if st.session_state.get(DATASET_KEY) not in datasets:
+        st.session_state[DATASET_KEY] = default_dataset(ws, datasets)
+    st.selectbox("Dataset", datasets, key=DATASET_KEY)
+    models = models_for(ws, st.session_state[DATASET_KEY])
+    if not models:
+        st.session_state.pop(MODEL_KEY, None)
+        st.caption("No model for this dataset yet.")
+        return
+    if st.session_state.get(MODEL_KEY) not in models:
+        st.session_state[MODEL_KEY] = models[0]
+    st.selectbox("Model", models, key=MODEL_KEY)
 
 
 def context() -> PageContext:
