@@ -51,7 +51,6 @@ import math
 import os
 import random
 import shutil
-import socket
 import sqlite3
 import tempfile
 import time
