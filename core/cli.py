@@ -11,6 +11,8 @@ import argparse
 import importlib
 import json
 import os
+import signal
+import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from core.progress import ProgressFn
 from core.serialize import to_plain
 
 # Order is the order shown in --help.
-COMMAND_MODULES = ["demo", "data", "model", "extract", "audit", "concepts", "mitigate", "rare", "jobs"]
+COMMAND_MODULES = ["demo", "data", "model", "extract", "audit", "concepts", "mitigate", "rare", "jobs", "workspace"]
 
 
 def default_workspace() -> Path:
@@ -122,16 +124,39 @@ def main(argv: list[str] | None = None) -> int:
     ctx = CommandContext(args=args, as_json=bool(args.json),
                          workspace_dir=Path(args.workspace) if args.workspace else default_workspace())
     try:
-        code = handler(ctx)
+        try:
+            code = handler(ctx)
+            ctx.close_bars()
+            sys.stdout.flush()   # a closed pipe shows here, not at interpreter exit
+        except sqlite3.DatabaseError as exc:  # a database fault the store did not translate (it translates them)
+            raise SpurAuditError(f"the workspace database {ctx.workspace_dir / 'audit.db'} failed (SQLite: {exc}); "
+                                 f"check it with `python -m core workspace check --workspace {ctx.workspace_dir}` "
+                                 "or restore a backup") from exc
     except SpurAuditError as exc:
         ctx.close_bars()
-        if ctx.as_json:
-            print(json.dumps({"error": str(exc)}))
-        print(f"error: {exc}", file=sys.stderr)
+        try:
+            if ctx.as_json:
+                print(json.dumps({"error": str(exc)}))
+            print(f"error: {exc}", file=sys.stderr)
+        except BrokenPipeError:
+            return _closed_pipe()
         return 2
+    except BrokenPipeError:   # e.g. `python -m core label export ... | head`: the reader is done
+        return _closed_pipe()
     except KeyboardInterrupt:
         ctx.close_bars()
         print("interrupted", file=sys.stderr)
         return 130
-    ctx.close_bars()
     return int(code or 0)
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away: stop quietly with the status a Unix filter killed by SIGPIPE has.
+    stdout is pointed at /dev/null so the interpreter's final flush does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return 128 + int(getattr(signal, "SIGPIPE", 13))

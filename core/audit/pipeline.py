@@ -130,7 +130,8 @@ def run_gaps(ws: Workspace, dataset: str, model: str, *, split: str, models: Seq
     """Spurious gaps on ``split`` of the audited model and of each of ``models`` (their predictions
     on the same split, from their stored logits), ranked by the audited model's saved ranking.
 
-    Returns {"gaps": {model: GapResult}, "table": per-class DataFrame, "correlation": DataFrame, "run_id": int}.
+    Returns {"gaps": {model: GapResult}, "table": per-class DataFrame, "correlation": DataFrame, "run_id": int}
+    (``run_id`` None on a read-only workspace, where nothing is recorded or saved).
     """
     config = config or GapConfig()
     ranking = load_rankings(ws, dataset, model, split)
@@ -141,6 +142,11 @@ def run_gaps(ws: Workspace, dataset: str, model: str, *, split: str, models: Seq
         if fs.n != len(ranking.labels):
             raise SpurAuditError(f"model {name!r} has {fs.n} rows on {split!r}, the ranking {len(ranking.labels)}")
         preds[name] = fs.preds()
+    if getattr(ws, "read_only", False):  # a read-only workspace: the same numbers, nothing recorded or saved
+        results = {name: spurious_gaps(ranking, p, config=config) for name, p in preds.items()}
+        table, corr, _ = compare_models(ranking, preds, config=GapConfig(**{**asdict(config), "n_boot": 0}))
+        (progress or null_progress)(1.0, "gaps computed (read-only workspace: not saved)")
+        return {"gaps": results, "table": table, "correlation": corr, "run_id": None}
     run_id = ws.add_run(method="audit-gaps", dataset=dataset, model=model,
                         params={"split": split, "k": config.k, "max_k": config.max_k, "n_boot": config.n_boot,
                                 "seed": config.seed, "models": names})

@@ -73,6 +73,8 @@ class WorkspaceTensorCache:
             return None
 
     def put(self, key: str, array: np.ndarray) -> None:
+        if self.ws.read_only:  # a cache: on a read-only workspace images are decoded each time
+            return
         self.ws.save_npy(self._rel(key), array)
 
 

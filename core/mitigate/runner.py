@@ -13,7 +13,9 @@ kind call. It
    (`core.models.checkpoints.export_masked_model`: weights with pruned entries zeroed + binary masks), ``metrics.json``,
    ``history.json``, ``config.json``, and — when a ranking of the test (else val) split exists —
    per-class spurious gaps of the model before and after (``gaps.json``; pooled gaps in the metrics);
-5. marks the run "done" with its metrics and artifacts, or "failed" with the error (then re-raises).
+5. marks the run "done" with its metrics and artifacts, or "failed" with the error (then re-raises);
+   while it works the run is owned and beats (`core.runs.track_run`), so a killed process leaves a run
+   that `core.runs.reconcile_runs` marks failed.
 
 `run_comparison` does the same for `core.mitigate.compare.compare` / `sweep` (one run of method
 "compare" or "sweep" with the table, Markdown and figure as artifacts).
@@ -39,6 +41,7 @@ from core.mitigate.metrics import model_outputs
 from core.mitigate.registry import check_config, get_method
 from core.models.checkpoints import export_masked_model, load_model
 from core.progress import ProgressFn, null_progress, sub_progress
+from core.runs import track_run
 from core.serialize import to_plain
 
 # run records store strict JSON (NaN -> null) and summarise large arrays instead of listing them
@@ -88,7 +91,7 @@ def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping
     run_id = ws.add_run(method=method, dataset=dataset, model=model,
                         params={"config": to_plain(config, **_RUN_JSON), "seed": int(seed), "device": str(device)})
     rel = ws.run_dir(run_id) if hasattr(ws, "run_dir") else f"runs/{run_id}"
-    try:
+    with track_run(ws, run_id):  # owner + heartbeat; an exception marks the run failed/cancelled, re-raised
         progress(0.0, "loading data")
         data = load_data(ws, dataset, progress=sub_progress(progress, 0.0, 0.1))
         base = load_model(model_rec.checkpoint, device="cpu").eval()
@@ -131,10 +134,6 @@ def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping
         ws.update_run(run_id, status="done", metrics=metrics, artifacts=artifacts)
         progress(1.0, f"run {run_id} done")
         return run_id
-    except BaseException as exc:  # record the failure (also on cancel), then propagate
-        ws.update_run(run_id, status="cancelled" if isinstance(exc, KeyboardInterrupt) or
-                      type(exc).__name__ == "JobCancelled" else "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
 
 
 def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (), seeds: Sequence[int] = (0,),
@@ -152,6 +151,9 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
     if sweep and len(methods) != 1:
         raise SpurAuditError("a sweep varies one parameter of one method: give exactly one method with --sweep")
     sweep_spec = parse_sweep(sweep) if sweep else None
+    if sweep_spec:  # each swept value is an option value too: refused before anything is recorded
+        for value in sweep_spec[1]:
+            check_config(methods[0], {**dict((configs or {}).get(methods[0]) or {}), sweep_spec[0]: value})
     ws.get_dataset(dataset)
     model_rec = ws.get_model(model)
     dev = resolve_device(device)
@@ -160,7 +162,7 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
                         params=to_plain({"methods": methods, "seeds": list(seeds), "configs": dict(configs or {}),
                                           "sweep": sweep, "device": str(device)}, **_RUN_JSON))
     rel = f"runs/{run_id}"
-    try:
+    with track_run(ws, run_id):  # owner + heartbeat; an exception marks the run failed/cancelled, re-raised
         data = load_data(ws, dataset, progress=sub_progress(progress, 0.0, 0.1))
         base = load_model(model_rec.checkpoint, device="cpu").eval()
         if sweep_spec:
@@ -178,7 +180,3 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
         ws.update_run(run_id, status="done", metrics=metrics, artifacts=artifacts)
         progress(1.0, f"run {run_id} done")
         return run_id
-    except BaseException as exc:
-        ws.update_run(run_id, status="cancelled" if isinstance(exc, KeyboardInterrupt) or
-                      type(exc).__name__ == "JobCancelled" else "failed", error=f"{type(exc).__name__}: {exc}")
-        raise

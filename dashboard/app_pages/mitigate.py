@@ -11,6 +11,7 @@ import streamlit as st
 
 from core.audit.artifacts import load_comparison, load_comparison_figure, load_run_gaps
 from core.mitigate import METHOD_CHOICES, ffw_presets, ffw_variants, method_help
+from core.runs import reconcile_runs
 from dashboard import resources
 from dashboard.components.charts import gap_before_after_figure, run_comparison_figure
 from dashboard.components.guard import run_page
@@ -167,6 +168,7 @@ def render() -> None:
     job_monitor(ws, recent_jobs(ws, (COMPARE_KIND, SINGLE_KIND), dataset=dataset, model=model, limit=3),
                 key="mit_jobs")
 
+    reconcile_runs(ws)   # a run whose process died is shown failed, not "running"
     runs = [r for r in ws.list_runs(dataset=dataset, model=model)]
     comparisons = [r for r in runs if r.method == COMPARE_KIND]
     singles = [r for r in runs
