@@ -27,7 +27,7 @@ import streamlit as st
 from core.audit.artifacts import audited_models
 from core.errors import SpurAuditError
 from dashboard import resources
-from dashboard.components.guard import NeedsSetup, run_page
+from dashboard.components.guard import NeedsSetup
 
 WS_KEY = "sa_workspace"
 DATASET_KEY = "sa_dataset"

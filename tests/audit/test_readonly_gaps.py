@@ -12,7 +12,7 @@ from tests.workspace._cli import cli, no_traceback, read_only, shared_tmp, tree_
 def test_gaps_on_a_read_only_workspace():
     from core.audit.pipeline import run_audit
     from core.data import build_dataset
-    from core.models.registry import build_model, save_workspace_model
+    from core.models import build_model, save_workspace_model
     from core.workspace import Workspace
 
     with shared_tmp() as tmp:

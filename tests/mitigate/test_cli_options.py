@@ -27,8 +27,8 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     from core.data import build_dataset, load_manifest
-    from core.mitigate.common import MitigationData
-    from core.models.registry import build_model, save_workspace_model
+    from core.mitigate.data import MitigationData
+    from core.models import build_model, save_workspace_model
 
     ws = Workspace(tmp_path_factory.mktemp("ws"))
     build_dataset(ws, "biased-mnist", "bm", rho=0.95, n_train=200, n_val=100, n_test=100)
