@@ -19,7 +19,8 @@ Mitigate pages, ``workspace check``) marks such runs failed with the reason:
 
 On a read-only workspace nothing is written (the list shows what the database holds).
 
-Base layer: this module imports only the standard library (``core.workspace`` uses its process helpers).
+Base layer: this module imports only the standard library (``core.workspace`` uses its process helpers, so
+the workspace is passed in, typed ``Any``, rather than imported).
 """
 from __future__ import annotations
 
@@ -30,10 +31,8 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Any, Iterator
 
-if TYPE_CHECKING:  # pragma: no cover
-    from core.workspace import Workspace
 
 HEARTBEAT_S = 5.0          # a tracked run beats this often
 STALE_AFTER_S = 120.0      # a tracked run silent this long (or an ownerless old row) counts as dead
@@ -115,7 +114,7 @@ def _parse_iso(text: str | None) -> float | None:
 # tracking and reconciling
 # --------------------------------------------------------------------------------------------------
 @contextmanager
-def track_run(ws: "Workspace", run_id: int, *, heartbeat_s: float = HEARTBEAT_S) -> Iterator[int]:
+def track_run(ws: Any, run_id: int, *, heartbeat_s: float = HEARTBEAT_S) -> Iterator[int]:
     """Own run ``run_id`` for the duration of the block and beat every ``heartbeat_s`` seconds.
 
     The block sets the run's outcome itself (``ws.update_run(run_id, status="done", ...)``); an
@@ -168,7 +167,7 @@ def _dead_reason(run, *, now: float, host: str, stale_after_s: float) -> str | N
     return None
 
 
-def reconcile_runs(ws: "Workspace", *, stale_after_s: float = STALE_AFTER_S) -> list[int]:
+def reconcile_runs(ws: Any, *, stale_after_s: float = STALE_AFTER_S) -> list[int]:
     """Mark "running" runs whose owner is gone or silent as failed (see the module docstring); returns
     their ids. A no-op on a read-only workspace."""
     if getattr(ws, "read_only", False):

@@ -59,17 +59,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
 
 from core.errors import SpurAuditError, check_choice, check_options
 from core.runs import process_identity
 from core.serialize import json_default
-
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-    from PIL import Image
 
 DB_NAME = "audit.db"
 SCHEMA_VERSION = 3
@@ -897,16 +896,12 @@ class Workspace:
 
     def save_torch(self, rel: str | Path, obj: Any) -> Path:
         """Atomically ``torch.save`` ``obj`` (state dicts, tensors, plain containers)."""
-        import torch
-
         with self.atomic_path(rel) as tmp:
             torch.save(obj, tmp)
         return self.path(self.rel(rel))
 
     def load_torch(self, rel: str | Path, *, map_location: Any = "cpu") -> Any:
         """``torch.load(..., weights_only=True)`` of an artifact."""
-        import torch
-
         p = self.path(rel)
         if not p.exists():
             raise SpurAuditError(f"checkpoint {p} is missing; re-train or re-register the model")
@@ -1233,8 +1228,6 @@ class Workspace:
         class_index, feature, answer, annotator, source, score, note, created (oldest first).
 
         ``latest=True`` keeps only the newest answer per (class_index, feature, annotator, source)."""
-        import pandas as pd
-
         if source is not None:
             check_choice("label source", source, LABEL_SOURCES)
         sql = "SELECT * FROM feature_labels WHERE dataset=? AND model=?"
@@ -1271,8 +1264,6 @@ class Workspace:
 
     def concepts(self, dataset: str) -> "pd.DataFrame":
         """Concepts of a dataset: columns id, dataset, text, class_index, kind, created."""
-        import pandas as pd
-
         cols = ["id", "dataset", "text", "class_index", "kind", "created"]
         rows = self._read("SELECT * FROM concepts WHERE dataset=? ORDER BY id", (dataset,))
         return pd.DataFrame([{c: r[c] for c in cols} for r in rows], columns=cols)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import CommandContext
+from core.commands.context import CommandContext
 from core.features.extract import AMP_CHOICES, extract_splits
 from core.features.sharding import DistInfo
 

@@ -18,7 +18,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.cli import CommandContext
+from core.commands.context import CommandContext
+from core.jobs import reconcile
+from core.runs import reconcile_runs
+from core.workspace import Workspace
 
 RUN_STATUSES = ("running", "done", "failed", "cancelled")
 
@@ -67,17 +70,12 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 def _existing(ctx: CommandContext):
     """The workspace, which must exist (these commands never create one)."""
-    from core.workspace import Workspace
-
     if ctx._workspace is None:
         ctx._workspace = Workspace(ctx.workspace_dir, create=False)
     return ctx._workspace
 
 
 def _check(ctx: CommandContext) -> int:
-    from core.jobs import reconcile
-    from core.runs import reconcile_runs
-
     ws = _existing(ctx)
     out = ws.check(record_sizes=not ctx.args.no_record)
     if "error" not in out:
@@ -143,8 +141,6 @@ def _run_dict(run: Any) -> dict:
 
 
 def _run_list(ctx: CommandContext) -> int:
-    from core.runs import reconcile_runs
-
     ws = _existing(ctx)
     a = ctx.args
     reconciled = reconcile_runs(ws)
@@ -163,8 +159,6 @@ def _run_list(ctx: CommandContext) -> int:
 
 
 def _run_show(ctx: CommandContext) -> int:
-    from core.runs import reconcile_runs
-
     ws = _existing(ctx)
     reconcile_runs(ws)
     run = ws.get_run(ctx.args.id)
