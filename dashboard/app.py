@@ -25,21 +25,26 @@ _PAGES = Path(__file__).resolve().parent / "app_pages"
 
 st.set_page_config(page_title="SpurAudit", page_icon=":material/troubleshoot:", layout="wide")
 
-SECTIONS = {
-    "Start": [
-        st.Page(str(_PAGES / "home.py"), title="Home", icon=":material/home:", default=True),
-    ],
-    "Audit": [
-        st.Page(str(_PAGES / "features.py"), title="Features", icon=":material/label:"),
-        st.Page(str(_PAGES / "rankings.py"), title="Rankings", icon=":material/sort:"),
-        st.Page(str(_PAGES / "gaps.py"), title="Gaps", icon=":material/bar_chart:"),
-        st.Page(str(_PAGES / "crops.py"), title="Crops & sensitivity", icon=":material/crop:"),
-    ],
-    "Act": [
-        st.Page(str(_PAGES / "mitigate.py"), title="Mitigate", icon=":material/healing:"),
-        st.Page(str(_PAGES / "report.py"), title="Report", icon=":material/description:"),
-    ],
-}
+#: (section, file, title, icon) in navigation order — the layout of docs/DESIGN.md "Dashboard layout".
+PAGE_TABLE = [
+    ("Start", "home.py", "Home", ":material/home:"),
+    ("Start", "new_audit.py", "New audit", ":material/add_circle:"),
+    ("Audit", "dataset.py", "Dataset", ":material/dataset:"),
+    ("Audit", "features.py", "Features", ":material/label:"),
+    ("Audit", "rankings.py", "Rankings", ":material/sort:"),
+    ("Audit", "gaps.py", "Gaps", ":material/bar_chart:"),
+    ("Audit", "embeddings.py", "Embeddings", ":material/scatter_plot:"),
+    ("Audit", "crops.py", "Crops & sensitivity", ":material/crop:"),
+    ("Audit", "automation.py", "Automation", ":material/smart_toy:"),
+    ("Act", "mitigate.py", "Mitigate", ":material/healing:"),
+    ("Act", "rare.py", "Rare patterns", ":material/pattern:"),
+    ("Act", "report.py", "Report", ":material/description:"),
+]
+SECTIONS: dict[str, list] = {}
+for section, file, title, icon in PAGE_TABLE:
+    if (_PAGES / file).exists():   # pages land with the issues that build them
+        SECTIONS.setdefault(section, []).append(st.Page(str(_PAGES / file), title=title, icon=icon,
+                                                        default=file == "home.py"))
 
 page = st.navigation(SECTIONS)
 keep_shared_state()
