@@ -442,7 +442,7 @@ def row_absurd_extract(b: Bench) -> Result:
 
 
 # --------------------------------------------------------------------------------------------------
-# rows: checkpoints that hold (0-byte / non-weights checkpoints: item 7, added when it lands)
+# rows: checkpoints (item 7: one wrapped loader, one clear message)
 # --------------------------------------------------------------------------------------------------
 @case("checkpoints: malicious pickle is never executed", "checkpoints", quick=True)
 def row_malicious_pickle(b: Bench) -> Result:
@@ -472,6 +472,67 @@ def row_wrong_arch(b: Bench) -> Result:
     proc = b.cli("model", "register", "wrong", "--arch", "small_cnn", "--pretrained", str(folder / "mlp.pt"),
                  "--dataset", "bm", workspace=b.workspace())
     return b.error(proc, "does not match the model")
+
+
+@case("checkpoints: 0-byte .pt in model register", "checkpoints", quick=True)
+def row_empty_checkpoint(b: Bench) -> Result:
+    path = b.folder("ckpt0") / "empty.pt"
+    path.write_bytes(b"")
+    proc = b.cli("model", "register", "empty", "--arch", "small_cnn", "--pretrained", str(path), "--dataset", "bm",
+                 workspace=b.workspace())
+    return b.error(proc, "empty (0 bytes)", str(path))
+
+
+@case("checkpoints: model show on a registered checkpoint that became 0 bytes / junk", "checkpoints")
+def row_damaged_registered_checkpoint(b: Bench) -> Result:
+    folder = b.folder("ckptj")
+    script = ("import torch\nfrom core.models import build_model, save_model\n"
+              f"save_model(build_model('small_cnn', num_classes=10), {str(folder / 'ok.pt')!r})\n")
+    subprocess.run([PY, "-c", script], check=True, capture_output=True, timeout=CLI_TIMEOUT_S,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    ws = b.workspace()
+    first = b.cli("model", "register", "later-damaged", "--arch", "small_cnn", "--pretrained", str(folder / "ok.pt"),
+                  "--dataset", "bm", workspace=ws)
+    if first.code != 0:
+        return b.handled(False, f"could not register the good checkpoint: {first.err[-200:]}", first)
+    ckpt = ws / "models" / "later-damaged" / "model.pt"
+    ckpt.write_bytes(b"")
+    empty = b.cli("model", "show", "later-damaged", workspace=ws)
+    ckpt.write_bytes(b"definitely not a torch file")
+    junk = b.cli("model", "show", "later-damaged", workspace=ws)
+    verdicts = [b.error(empty, "empty (0 bytes)"), b.error(junk, "not a readable torch file")]
+    return Result(all(v.ok for v in verdicts), "; ".join(v.detail for v in verdicts), [first, empty, junk])
+
+
+@case("files: training into an unwritable models/ fails before the training", "output and files")
+def row_unwritable_models(b: Bench) -> Result:
+    ws = b.workspace()
+    models = ws / "models"
+    models.mkdir(exist_ok=True)
+    as_nobody = os.geteuid() == 0   # root writes anywhere: train as a user who owns all but models/
+    if as_nobody:
+        for parent in ws.parents:
+            if parent == Path(tempfile.gettempdir()):
+                break
+            os.chmod(parent, stat.S_IMODE(parent.stat().st_mode) | 0o011)   # others may traverse
+        for p in [ws, *ws.rglob("*")]:
+            if p != models:
+                os.chown(p, NOBODY, NOBODY)
+    else:
+        os.chmod(models, 0o555)
+    try:
+        start = time.monotonic()
+        proc = b.cli("model", "train", "never", "--dataset", "bm", "--arch", "small_cnn", "--epochs", "50",
+                     workspace=ws, as_nobody=as_nobody)
+        res = b.error(proc, "not writable")
+        if "epoch" in proc.err.lower():
+            res.ok, res.detail = False, f"trained before failing ({time.monotonic() - start:.0f} s)"
+        return res
+    finally:
+        os.chmod(models, 0o755)
+        if as_nobody:
+            for p in [ws, *ws.rglob("*")]:
+                os.chown(p, 0, 0)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -768,6 +768,19 @@ class Workspace:
             raise self._read_only_error(f"writing {r} needs write access")
         return self.root / r
 
+    def check_writable(self, rel: str | Path) -> None:
+        """Fail now, with the folder and the fix, when ``rel`` (a file to be written later) could not be
+        written — so long work (training, extraction) never runs to the end only to fail at the save."""
+        target = self._target(rel)
+        self._make_parent(target)
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=target.parent)
+        except PermissionError:
+            raise SpurAuditError(f"cannot write {target}: the folder {target.parent} is not writable for this user; "
+                                 "fix its permissions (chmod u+w) or use another workspace") from None
+        os.close(fd)
+        os.unlink(probe)
+
     def _make_parent(self, target: Path) -> None:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from core.data.manifest import Manifest
 from core.errors import SpurAuditError
 from core.metrics import evaluate_predictions
 from core.models.batches import predict_logits
-from core.models.checkpoints import save_workspace_model
+from core.models.checkpoints import model_checkpoint_rel, save_workspace_model
 from core.models.registry import build_model
 from core.models.train import TrainConfig, train_model
 from core.progress import ProgressFn, null_progress, sub_progress
@@ -73,6 +73,7 @@ def train_workspace_model(ws: Workspace, name: str, *, dataset: str, arch: str =
         raise SpurAuditError(f"model {name!r} already exists; pick another name or pass replace=True (--replace)")
     if image_size is not None and int(image_size) < 8:
         raise SpurAuditError(f"image_size must be at least 8 pixels, got {image_size}")
+    ws.check_writable(model_checkpoint_rel(name))   # before the training, not after it
     manifest = load_manifest(ws, dataset)
     train_m = manifest.split("train")
     if len(train_m) == 0:
