@@ -79,7 +79,7 @@ def _summary(res, *, seed: int) -> dict:
 def build_data(conflict: float, *, data_dir: Path, data_seed: int, quiet: bool):
     from core.data.manifest import Manifest
     from core.data.synthetic import BUILDERS
-    from core.mitigate.common import MitigationData
+    from core.mitigate.data import MitigationData
 
     folder = data_dir / f"colored-mnist_c{conflict}_s{data_seed}"
     manifest_path = folder / "manifest.parquet"
@@ -127,7 +127,7 @@ def run_seed(data, *, seed: int, budget: dict, methods: list[str], sweep: list[f
         if name not in methods:
             continue
         try:
-            from core.mitigate.common import get_method
+            from core.mitigate.registry import get_method
 
             fn = get_method(name)
         except Exception as exc:  # the module is written by another engineer; report it as absent

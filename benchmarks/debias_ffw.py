@@ -13,7 +13,8 @@ digits, unbiased, ρ_test = 0.1). Then train the vanilla small_cnn on the biased
 convergence (`run_erm`, last state, no validation selection; its final training and
 training-conflicting accuracy are reported) with the papers' recipe (``--vanilla adam``: Adam lr 1e-3,
 batch 256, 3,125 steps = 20 epochs) or the biased model of `debias_cmnist.py` (``--vanilla sgd``), and
-run `core.mitigate.ffw.run_ffw` once per ``--variants`` preset (`FFW_PRESETS`: the paper's unstructured
+run `core.mitigate.ffw.run_ffw` once per ``--variants`` preset (`core.mitigate.presets.ffw_presets`,
+``assets/presets/ffw.json``: the paper's unstructured
 and structured gates, and SpurAudit's bias-ranked structured pruning with a re-fitted head);
 ``--sweep gamma=0,1,10`` (or any FFWConfig field) adds one run per value — the accuracy–bias
 curve. FFW learns its gates on the val split (60 % gates / 40 % held out for P plateaus, temperature
@@ -63,8 +64,9 @@ def run_rho(rho: float, *, train_copies: int = 1, vanilla_recipe: str = "adam", 
 
     from core.data.synthetic import BUILDERS
     from core.mitigate.baselines import ERMConfig, run_erm
-    from core.mitigate.common import MitigationData
-    from core.mitigate.ffw import FFW_PRESETS, run_ffw
+    from core.mitigate.data import MitigationData
+    from core.mitigate.ffw import run_ffw
+    from core.mitigate.presets import ffw_presets
 
     name = f"bmnist_{rho}" + (f"_x{train_copies}" if train_copies > 1 else "")
     tmp = Path(tempfile.mkdtemp(prefix=f"ffw_{name}_")) if keep is None else keep / name
@@ -113,7 +115,7 @@ def run_rho(rho: float, *, train_copies: int = 1, vanilla_recipe: str = "adam", 
                  "vanilla_train_time_s": vanilla_time, "vanilla_reused": vanilla_time == 0.0, "vanilla_final_train_acc": final_acc,
                  "vanilla_final_train_conflicting_acc": final_conf_acc}
     def ffw_row(variant: str, overrides: dict, label: str) -> dict:
-        cfg = {**FFW_PRESETS[variant], **overrides}
+        cfg = {**ffw_presets()[variant], **overrides}
         t0 = time.perf_counter()
         r = run_ffw(data, base_model=vanilla, config=cfg, seed=seed, device="cpu",
                     progress=lambda f, m: _log(f"  [{rho} {label}] {f:.2f} {m}", quiet) if m.startswith("epoch") else None)
@@ -156,14 +158,14 @@ def targets(model: dict, vanilla: dict) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    from core.mitigate.ffw import FFW_PRESETS
+    from core.mitigate.presets import ffw_presets
 
     def fmt(v: float | None) -> str:
         return "  n/a" if v is None else f"{100 * v:6.1f}"
 
     lines = [f"{'rho':>6} {'model':<26} {'task':>6} {'unbiased':>8} {'conflict':>8} {'biasP':>6} {'decod':>6} {'sparse':>6}"]
     for r in results:
-        for name in ["vanilla"] + [f"ffw_{v}" for v in FFW_PRESETS if f"ffw_{v}" in r]:
+        for name in ["vanilla"] + [f"ffw_{v}" for v in ffw_presets() if f"ffw_{v}" in r]:
             m = r[name]
             lines.append(f"{r['rho']:>6} {name:<26} {fmt(m['accuracy'])} {fmt(m['unbiased_accuracy']):>8} "
                          f"{fmt(m['conflicting_accuracy']):>8} {fmt(m['bias_accuracy'])} {fmt(m['bias_decodability'])} "
@@ -185,15 +187,15 @@ def _parse_sweep(p: argparse.ArgumentParser, text: str, variants: tuple[str, ...
     checked against each variant's config before anything is trained (a typo fails in a second, not
     after the vanilla)."""
     from core.errors import SpurAuditError
-    from core.mitigate.common import check_config
     from core.mitigate.compare import parse_sweep
-    from core.mitigate.ffw import FFW_PRESETS
+    from core.mitigate.presets import ffw_presets
+    from core.mitigate.registry import check_config
 
     try:
         param, values = parse_sweep(text)
         for variant in variants:
             for v in values:
-                check_config("ffw", {**FFW_PRESETS[variant], param: v})
+                check_config("ffw", {**ffw_presets()[variant], param: v})
     except SpurAuditError as exc:
         p.error(f"--sweep: {exc}")
     return param, values
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="FFW: epochs of privacy-head training before every gate epoch (P refresh)")
     p.add_argument("--init", type=float, default=0.0, help="FFW initial gate value (paper/METHODS: 0)")
     p.add_argument("--variants", default="unstructured,structured,rank-refit",
-                   help="comma-separated FFW presets (core.mitigate.ffw.FFW_PRESETS): unstructured, structured, "
+                   help="comma-separated FFW presets (core.mitigate.presets.ffw_presets): unstructured, structured, "
                         "structured-refit, rank-refit")
     p.add_argument("--sweep", default=None, metavar="PARAM=V1,V2",
                    help="also run each variant once per value of one FFWConfig field (the accuracy–bias "
@@ -298,11 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"max_epochs": 4, "steps_per_epoch": 5, "min_epochs": 1}
     started = time.perf_counter()
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
-    from core.mitigate.ffw import FFW_PRESETS
+    from core.mitigate.presets import ffw_presets
 
-    unknown = [v for v in variants if v not in FFW_PRESETS]
+    presets = ffw_presets()
+    unknown = [v for v in variants if v not in presets]
     if unknown:
-        p.error(f"unknown --variants {unknown}; choose from {', '.join(FFW_PRESETS)}")
+        p.error(f"unknown --variants {unknown}; choose from {', '.join(presets)}")
     if args.vanilla_checkpoint is not None and len(rhos) > 1:
         p.error("--vanilla-checkpoint is one model: give a single --rho")
     if args.sweep_gamma:

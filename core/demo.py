@@ -19,8 +19,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-
+from core.audit.artifacts import has_discovery, load_summary
+from core.audit.pipeline import run_discovery
+from core.data import build_dataset, load_manifest
+from core.features.extract import extract_splits
+from core.metrics import evaluate_predictions
+from core.mitigate.metrics import model_outputs
+from core.mitigate.presets import load_preset
+from core.mitigate.runner import run_comparison, run_mitigation
+from core.models import ProbeConfig, TrainConfig, build_model, save_workspace_model, train_linear_probe
+from core.models.demo_encoder import DEMO_HEAD
+from core.models.workspace_models import train_workspace_model
 from core.progress import ProgressFn, null_progress, sub_progress
+from core.report import run_audit
 
 TEXTURES_DATASET = "textures"
 TEXTURES_MODEL = "textures-robust"
@@ -28,47 +39,52 @@ CMNIST_DATASET = "cmnist-1pct"
 CMNIST_MODEL = "cmnist-robust"
 
 
+def demo_settings(quick: bool) -> dict[str, Any]:
+    """The demo's sizes and budgets (``assets/presets/demo.json``, its "quick" or "full" entry):
+    ``textures_sizes`` / ``cmnist_sizes`` (builder options), ``textures_probe`` (head options over the
+    shipped recipe), ``cmnist_epochs``, ``comparison_methods`` and ``method_configs`` (per method)."""
+    return load_preset("demo")["quick" if quick else "full"]
+
+
 @dataclass
 class DemoConfig:
-    """Sizes and budgets; `quick` shrinks them all."""
+    """Sizes and budgets (`demo_settings`); `quick` shrinks them all."""
 
     quick: bool = False
     seed: int = 0
 
     @property
+    def settings(self) -> dict[str, Any]:
+        return demo_settings(self.quick)
+
+    @property
     def textures_sizes(self) -> dict[str, int]:
-        return {"n_train": 300, "n_val": 150, "n_test": 150} if self.quick else {}
+        return dict(self.settings["textures_sizes"])
+
+    @property
+    def textures_probe(self) -> dict[str, Any]:
+        return dict(self.settings["textures_probe"])
 
     @property
     def cmnist_sizes(self) -> dict[str, int]:
-        return {"n_train": 600, "n_val": 200, "n_test": 200} if self.quick else {}
+        return dict(self.settings["cmnist_sizes"])
 
     @property
     def cmnist_epochs(self) -> int:
-        return 1 if self.quick else 8
+        return int(self.settings["cmnist_epochs"])
 
     @property
     def comparison_methods(self) -> list[str]:
-        return ["erm", "dcwp"]
+        return list(self.settings["comparison_methods"])
 
     @property
     def method_configs(self) -> dict[str, dict[str, Any]]:
-        """Budgets per compared method (iterations of batch 256 on 4,000 images ≈ 16 per epoch)."""
-        if self.quick:
-            configs = {"erm": {"iterations": 20, "eval_every": 10},
-                       "dcwp": {"prune_iterations": 20, "finetune_iterations": 20, "pretrain_iterations": 20,
-                                "eval_every": 10, "mining": {"iterations": 20}}}
-        else:
-            # the same 2-pixel shift augmentation for both, as in benchmarks/debias_cmnist.py
-            configs = {"erm": {"iterations": 300, "augment_shift": 2},
-                       "dcwp": {"prune_iterations": 300, "finetune_iterations": 200, "augment_shift": 2,
-                                "mining": {"iterations": 300, "batch_size": 64}}}
+        """Budgets per compared method."""
+        configs = self.settings["method_configs"]
         return {m: c for m, c in configs.items() if m in self.comparison_methods}
 
 
 def _train_cmnist_model(ws, cfg: DemoConfig, *, device: str, progress: ProgressFn) -> None:
-    from core.models import TrainConfig, train_workspace_model
-
     # L2-PGD adversarial training (ε = 0.5 in [0, 1] pixel space) makes the features "robust", as the
     # spuriosity method wants; the biased training data still makes the model lean on colour.
     train_cfg = TrainConfig(epochs=cfg.cmnist_epochs, lr=1e-3, adv_eps=0.5, adv_steps=3, seed=cfg.seed)
@@ -77,12 +93,6 @@ def _train_cmnist_model(ws, cfg: DemoConfig, *, device: str, progress: ProgressF
 
 
 def _train_textures_model(ws, cfg: DemoConfig, *, device: str, progress: ProgressFn) -> None:
-    from core.data import load_manifest
-    from core.metrics import evaluate_predictions
-    from core.mitigate.metrics import model_outputs
-    from core.models import ProbeConfig, build_model, save_workspace_model, train_linear_probe
-    from core.models.demo_encoder import DEMO_HEAD
-
     manifest = load_manifest(ws, TEXTURES_DATASET)
     model = build_model("demo_cnn", num_classes=len(manifest.class_names), pretrained="shipped").eval()
     x, y = manifest.split("train").load_tensors()
@@ -90,7 +100,7 @@ def _train_textures_model(ws, cfg: DemoConfig, *, device: str, progress: Progres
     _, feats = model_outputs(model, x, device=device)
     # The seed paper's head recipe (SGD lr 1e-3, 20 epochs, no validation selection): trained on the
     # biased split it leans on the texture, which is the model the audit is meant to catch.
-    probe_cfg = ProbeConfig(**{**DEMO_HEAD, **({"epochs": 5} if cfg.quick else {})}, seed=cfg.seed)
+    probe_cfg = ProbeConfig(**{**DEMO_HEAD, **cfg.textures_probe}, seed=cfg.seed)
     head = train_linear_probe(feats, y, num_classes=len(manifest.class_names), config=probe_cfg,
                               device=device, progress=progress)
     model.set_head(head)
@@ -104,11 +114,6 @@ def _train_textures_model(ws, cfg: DemoConfig, *, device: str, progress: Progres
 
 def run_demo(ws, *, quick: bool = False, device: str = "auto", progress: ProgressFn | None = None) -> dict:
     """Build both demo audits in ``ws``; returns a summary with the numbers and where things are."""
-    from core.audit.pipeline import run_audit, run_discovery
-    from core.data import build_dataset
-    from core.features.extract import extract_splits
-    from core.mitigate.runner import run_comparison, run_mitigation
-
     cfg = DemoConfig(quick=quick)
     progress = progress or null_progress
     start = time.perf_counter()
@@ -135,12 +140,12 @@ def run_demo(ws, *, quick: bool = False, device: str = "auto", progress: Progres
     step("extract textures features", 0.12, 0.2,
          all((TEXTURES_DATASET, TEXTURES_MODEL, s) in have for s in ("train", "val", "test")),
          lambda p: extract_splits(ws, TEXTURES_DATASET, TEXTURES_MODEL, "all", device=device, progress=p))
-    audit_done = ws.path(f"audits/{TEXTURES_DATASET}/{TEXTURES_MODEL}/summary.json").exists()
+    audit_done = load_summary(ws, TEXTURES_DATASET, TEXTURES_MODEL) is not None
     step("audit textures (discover, mask labels, rank, gaps, report)", 0.2, 0.45, audit_done,
          lambda p: summary.__setitem__("textures_audit", run_audit(ws, TEXTURES_DATASET, TEXTURES_MODEL,
                                                                    device=device, progress=p)))
     if "textures_audit" not in summary:
-        summary["textures_audit"] = ws.read_json(f"audits/{TEXTURES_DATASET}/{TEXTURES_MODEL}/summary.json", {})
+        summary["textures_audit"] = load_summary(ws, TEXTURES_DATASET, TEXTURES_MODEL) or {}
     done_methods = {r.method for r in ws.list_runs(dataset=TEXTURES_DATASET, model=TEXTURES_MODEL)
                     if r.status == "done"}
     for i, method in enumerate(("head-tuning", "error-tuning")):
@@ -159,7 +164,7 @@ def run_demo(ws, *, quick: bool = False, device: str = "auto", progress: Progres
          all((CMNIST_DATASET, CMNIST_MODEL, s) in have for s in ("train", "val", "test")),
          lambda p: extract_splits(ws, CMNIST_DATASET, CMNIST_MODEL, "all", device=device, progress=p))
     step("discover cmnist features", 0.75, 0.78,
-         ws.path(f"audits/{CMNIST_DATASET}/{CMNIST_MODEL}/discovery.json").exists(),
+         has_discovery(ws, CMNIST_DATASET, CMNIST_MODEL),
          lambda p: run_discovery(ws, CMNIST_DATASET, CMNIST_MODEL, device=device, progress=p))
     compared = any(r.method == "compare" and r.status == "done"
                    for r in ws.list_runs(dataset=CMNIST_DATASET, model=CMNIST_MODEL))
@@ -191,4 +196,4 @@ def _headline(metrics: dict) -> dict:
     return out
 
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["DemoConfig", "demo_settings", "run_demo"]

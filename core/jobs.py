@@ -371,8 +371,11 @@ def cancel(ws: Workspace, job_id: int, *, grace_s: float = CANCEL_GRACE_S) -> Jo
 
 def reconcile(ws: Workspace, *, stale_after_s: float = STALE_AFTER_S) -> list[int]:
     """Mark active jobs whose process is gone, or alive but silent for ``stale_after_s`` seconds
-    (hung or a reused pid), as failed with their log tail. Returns the ids marked failed."""
-    failed = []
+    (hung or a reused pid), as failed with their log tail. Returns the ids marked failed (none on a
+    read-only workspace)."""
+    failed: list[int] = []
+    if getattr(ws, "read_only", False):   # nothing can be recorded; the list shows what the database holds
+        return failed
     now = time.time()
     for job in ws.list_jobs(status=ACTIVE):
         beat = job.heartbeat if job.heartbeat is not None else _parse_iso(job.started or job.created)

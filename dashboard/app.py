@@ -1,8 +1,9 @@
 """SpurAudit dashboard entry point: ``streamlit run dashboard/app.py``.
 
-Draws the sidebar (workspace folder, dataset, model — kept in session state) and routes to the pages
-in ``dashboard/app_pages/`` with ``st.navigation``. Each page is thin: it reads the workspace, calls
-`core`, renders.
+Routes with ``st.navigation`` to the pages in ``dashboard/app_pages/``, in three sections (Start,
+Audit, Act; see docs/DESIGN.md "Dashboard layout"), and draws the sidebar (workspace folder, dataset,
+model — kept in session state — and the active-jobs count) inside the same guard as the pages. Each
+page is thin: it reads the workspace, calls `core`, renders.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ if str(_REPO) not in sys.path:  # `streamlit run dashboard/app.py` puts only das
 
 import streamlit as st  # noqa: E402
 
-from dashboard.components.state import sidebar  # noqa: E402
+from dashboard.components.guard import run_page  # noqa: E402
+from dashboard.components.state import keep_shared_state, sidebar  # noqa: E402
 
 # Not "pages/": a folder of that name beside the entry point turns on Streamlit's legacy multipage mode,
 # which runs a deep-linked page (/features) without this script (no sidebar, no page config).
@@ -23,17 +25,29 @@ _PAGES = Path(__file__).resolve().parent / "app_pages"
 
 st.set_page_config(page_title="SpurAudit", page_icon=":material/troubleshoot:", layout="wide")
 
-PAGES = [
-    st.Page(str(_PAGES / "home.py"), title="Home", icon=":material/home:", default=True),
-    st.Page(str(_PAGES / "features.py"), title="Features", icon=":material/label:"),
-    st.Page(str(_PAGES / "rankings.py"), title="Rankings", icon=":material/sort:"),
-    st.Page(str(_PAGES / "gaps.py"), title="Gaps", icon=":material/bar_chart:"),
-    st.Page(str(_PAGES / "crops.py"), title="Crops & sensitivity", icon=":material/crop:"),
-    st.Page(str(_PAGES / "mitigate.py"), title="Mitigate", icon=":material/healing:"),
-    st.Page(str(_PAGES / "rare.py"), title="Rare patterns", icon=":material/pattern:"),
-    st.Page(str(_PAGES / "report.py"), title="Report", icon=":material/description:"),
+#: (section, file, title, icon) in navigation order — the layout of docs/DESIGN.md "Dashboard layout".
+PAGE_TABLE = [
+    ("Start", "home.py", "Home", ":material/home:"),
+    ("Start", "new_audit.py", "New audit", ":material/add_circle:"),
+    ("Audit", "dataset.py", "Dataset", ":material/dataset:"),
+    ("Audit", "features.py", "Features", ":material/label:"),
+    ("Audit", "rankings.py", "Rankings", ":material/sort:"),
+    ("Audit", "gaps.py", "Gaps", ":material/bar_chart:"),
+    ("Audit", "embeddings.py", "Embeddings", ":material/scatter_plot:"),
+    ("Audit", "crops.py", "Crops & sensitivity", ":material/crop:"),
+    ("Audit", "automation.py", "Automation", ":material/smart_toy:"),
+    ("Act", "mitigate.py", "Mitigate", ":material/healing:"),
+    ("Act", "rare.py", "Rare patterns", ":material/pattern:"),
+    ("Act", "report.py", "Report", ":material/description:"),
 ]
+SECTIONS: dict[str, list] = {}
+for section, file, title, icon in PAGE_TABLE:
+    if (_PAGES / file).exists():   # pages land with the issues that build them
+        SECTIONS.setdefault(section, []).append(st.Page(str(_PAGES / file), title=title, icon=icon,
+                                                        default=file == "home.py"))
 
-page = st.navigation(PAGES)
-sidebar()
+page = st.navigation(SECTIONS)
+keep_shared_state()
+with st.sidebar:
+    run_page(sidebar)
 page.run()

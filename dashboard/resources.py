@@ -16,6 +16,19 @@ import os
 from pathlib import Path
 
 import streamlit as st
+import torch
+from PIL import Image
+
+from core.audit.artifacts import audit_files, load_discovery, load_rankings
+from core.audit.discover import DiscoveryConfig, discover_features
+from core.audit.gaps import GapConfig, spurious_gaps
+from core.audit.labels import spurious_features
+from core.audit.labels import verdicts as core_verdicts
+from core.audit.spuriosity import compute_spuriosity
+from core.data.manifest import Manifest
+from core.features.store import load_features
+from core.models.checkpoints import load_model
+from core.workspace import Workspace
 
 THUMB_SIZE = 96
 LIVE_MAX_ROWS = 200_000   # above this, rankings and discovery come from the audit job's saved results
@@ -33,8 +46,6 @@ def file_stamp(path: str | Path) -> tuple[float, int]:
 @st.cache_resource(show_spinner=False)
 def workspace(root: str):
     """The `core.workspace.Workspace` at ``root`` (an existing workspace; holds no open connection)."""
-    from core.workspace import Workspace
-
     return Workspace(root, create=False)
 
 
@@ -42,8 +53,6 @@ def workspace(root: str):
 def thumbnail(path: str, size: int = THUMB_SIZE, stamp: tuple = ()) -> bytes:
     """A small PNG of the image at ``path`` (longer side ``size`` px; pixel art kept sharp).
     Only thumbnails go to the browser."""
-    from PIL import Image
-
     with Image.open(path) as im:
         im = im.convert("RGB")
         scale = size / max(im.size)
@@ -62,8 +71,6 @@ def thumb(path: str | Path, size: int = THUMB_SIZE) -> bytes:
 @st.cache_resource(show_spinner=False, max_entries=32)
 def manifest_frame(root: str, dataset: str, stamp: tuple) -> "object":
     """The dataset's manifest (`core.data.manifest.Manifest`) — cached per manifest file stamp."""
-    from core.data.manifest import Manifest
-
     rec = workspace(root).get_dataset(dataset)
     return Manifest.load(rec.manifest_path, root=rec.root)
 
@@ -78,8 +85,6 @@ def manifest(ws, dataset: str):
 # ------------------------------------------------------------------------------------------------
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _audit_model(checkpoint: str, stamp: tuple):
-    from core.models.checkpoints import load_model
-
     model = load_model(checkpoint, device="cpu")
     model.eval()
     return model
@@ -100,8 +105,6 @@ def feature_splits(ws, dataset: str, model: str) -> list[str]:
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _feature_set(root: str, dataset: str, model: str, split: str, stamp: tuple):
-    from core.features.store import load_features
-
     return load_features(workspace(root), dataset, model, split)
 
 
@@ -127,8 +130,6 @@ def predictions(ws, dataset: str, model: str, split: str):
 
 @st.cache_resource(show_spinner="Discovering each class's top features…", max_entries=8)
 def _discovery(root: str, dataset: str, model: str, split: str, k: int, stamp: tuple, model_stamp: tuple):
-    from core.audit.discover import DiscoveryConfig, discover_features
-
     ws = workspace(root)
     fs = _feature_set(root, dataset, model, split, stamp)
     weight = audit_model(ws, model).head.weight.detach().cpu().numpy()
@@ -152,8 +153,6 @@ def labels_stamp(ws, dataset: str, model: str) -> tuple:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _verdicts(root: str, dataset: str, model: str, stamp: tuple):
-    from core.audit.labels import verdicts as core_verdicts
-
     return core_verdicts(workspace(root).labels(dataset, model))
 
 
@@ -164,9 +163,6 @@ def verdicts(ws, dataset: str, model: str):
 
 @st.cache_resource(show_spinner="Ranking images by spuriosity…", max_entries=16)
 def _spuriosity(root: str, dataset: str, model: str, split: str, stamp: tuple, lstamp: tuple):
-    from core.audit.labels import spurious_features
-    from core.audit.spuriosity import compute_spuriosity
-
     fs = _feature_set(root, dataset, model, split, stamp)
     table = _verdicts(root, dataset, model, lstamp)
     spurious = spurious_features(table, fs.num_classes)
@@ -175,8 +171,6 @@ def _spuriosity(root: str, dataset: str, model: str, split: str, stamp: tuple, l
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _saved_ranking(root: str, dataset: str, model: str, split: str, stamp: tuple):
-    from core.audit.pipeline import load_rankings
-
     return load_rankings(workspace(root), dataset, model, split)
 
 
@@ -194,9 +188,7 @@ def spuriosity(ws, dataset: str, model: str, split: str):
     rec = ws.get_feature_set(dataset, model, split)
     stamp = (rec.id, file_stamp(rec.features_path), file_stamp(rec.logits_path))
     if not computes_live(ws, dataset, model, split):
-        from core.audit.pipeline import audit_dir
-
-        scores = ws.path(f"{audit_dir(dataset, model)}/rankings/{split}.scores.npy")
+        scores = ws.path(audit_files(dataset, model).ranking_scores(split))
         return _saved_ranking(str(ws.root), dataset, model, split, (stamp, file_stamp(scores)))
     _feature_set(str(ws.root), dataset, model, split, stamp)
     return _spuriosity(str(ws.root), dataset, model, split, stamp, labels_stamp(ws, dataset, model))
@@ -204,8 +196,6 @@ def spuriosity(ws, dataset: str, model: str, split: str):
 
 @st.cache_data(show_spinner="Computing spurious gaps…", max_entries=32)
 def _gaps(root: str, dataset: str, ranker: str, split: str, evaluated: str, n_boot: int, stamps: tuple):
-    from core.audit.gaps import GapConfig, spurious_gaps
-
     ws = workspace(root)
     ranking = spuriosity(ws, dataset, ranker, split)
     preds = predictions(ws, dataset, evaluated, split)
@@ -225,8 +215,6 @@ def gaps(ws, dataset: str, ranker: str, split: str, *, evaluated: str | None = N
 @st.cache_resource(show_spinner=False)
 def device_choices() -> list[str]:
     """"auto", "cpu", then "cuda:N" for every visible GPU (and "mps" on Apple silicon)."""
-    import torch
-
     out = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
@@ -234,26 +222,14 @@ def device_choices() -> list[str]:
     return out
 
 
-@st.cache_resource(show_spinner=False)
-def job_kinds() -> list[str]:
-    """Job kinds the engine registers (`core.jobs.load_job_kinds`)."""
-    from core.jobs import load_job_kinds
-
-    return sorted(load_job_kinds())
-
-
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _saved_discovery(root: str, dataset: str, model: str, stamp: tuple):
-    from core.audit.pipeline import load_discovery
-
     return load_discovery(workspace(root), dataset, model)
 
 
 def saved_discovery(ws, dataset: str, model: str):
-    """The discovery saved by the audit (`core.audit.pipeline.load_discovery`), or None if never run."""
-    from core.audit.pipeline import audit_dir
-
-    path = ws.path(f"{audit_dir(dataset, model)}/discovery.json")
+    """The discovery saved by the audit (`core.audit.artifacts.load_discovery`), or None if never run."""
+    path = ws.path(audit_files(dataset, model).discovery)
     if not path.exists():
         return None
     return _saved_discovery(str(ws.root), dataset, model, file_stamp(path))

@@ -35,3 +35,17 @@ def test_readme_quick_start(tmp_path):
 
     datasets = _core(["dataset", "list"], ws)
     assert {d["name"] for d in datasets["datasets"]} >= {"textures", "cmnist-1pct"}
+
+
+def test_readme_python_example_runs_as_written(tmp_path):
+    """The README's "Use it from Python" block, executed in a fresh folder."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- python-api-example -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(block.strip().splitlines()) <= 12
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    first, second = proc.stdout.strip().splitlines()[-2:]
+    assert first.startswith("spurious gap +") and (tmp_path / "my-workspace" / "reports" / "tex__cnn.html").is_file()
+    assert "'before'" in second and "'after'" in second

@@ -18,6 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from core.device import resolve_device
 from core.errors import SpurAuditError
+from core.features.maps import activation_maps, soft_mask
 from core.progress import ProgressFn, null_progress
 
 __all__ = ["CropConfig", "CropResult", "square_box", "crop_box", "apply_crop", "class_feature_masks",
@@ -109,8 +110,6 @@ def class_feature_masks(model: torch.nn.Module, images: torch.Tensor, labels: np
                         batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Soft mask (B, H, W) in [0, 1] per image from the NAMs of its class's ``features`` (mean of the
     maps, renormalised), and a (B,) bool telling which images had any feature."""
-    from core.features.maps import activation_maps, soft_mask
-
     labels = np.asarray(labels).astype(np.int64)
     B, _, H, W = images.shape
     masks = np.zeros((B, H, W), dtype=np.float32)

@@ -1,66 +1,132 @@
-"""Job kinds of the audit: ``audit`` (`run_audit`, the whole audit), ``audit-step`` (one step, dispatched
-through `AUDIT_STEPS`) and ``report`` (`core.report.write_report`)."""
+"""Job kinds of the audit: ``audit`` (`core.report.run_audit`: the whole audit and its report),
+``audit-step`` (one step, dispatched through `AUDIT_STEPS`) and ``report`` (`core.report.write_report`).
+
+Each kind's params become a dataclass (`AuditJob`, `AuditStepJob`, `ReportJob`) through
+`core.config.config_from_mapping` (typed, unknown keys listed), then one call.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from core.audit.discover import DiscoveryConfig
 from core.audit.gaps import GapConfig
-from core.audit.pipeline import (run_audit, run_core_crops, run_discovery, run_gaps, run_mask_labels, run_rankings,
-                                 run_sensitivity)
+from core.audit.pipeline import run_core_crops, run_discovery, run_gaps, run_mask_labels, run_rankings, run_sensitivity
+from core.config import config_from_mapping
 from core.errors import SpurAuditError, check_choice
 from core.progress import ProgressFn
-from core.report import write_report
+from core.report import run_audit, write_report
 from core.workspace import Workspace
 
 
+def _require(what: str, **values: str | None) -> None:
+    for key, value in values.items():
+        if not value:
+            raise SpurAuditError(f"{what} needs params[{key!r}]")
+
+
+@dataclass(kw_only=True)
+class AuditJob:
+    """Params of job kind "audit" (the options of `core.report.run_audit`)."""
+
+    dataset: str = ""
+    model: str = ""
+    k: int = 5
+    label_source: str = "auto"
+    eval_split: str | None = None
+    quorum: int | None = None
+    device: str = "auto"
+
+    def validate(self) -> None:
+        _require("audit job", dataset=self.dataset, model=self.model)
+
+
+@dataclass(kw_only=True)
+class AuditStepJob:
+    """Params of job kind "audit-step": ``step`` (one of `AUDIT_STEPS`), the dataset, the model, the
+    split (discover and masks: default train; the other steps need one) and the options of the steps:
+    ``k`` (discover: top features per class; gaps: slice size; None = the step's default), ``quorum``
+    (rank), ``models`` (gaps: further models on the same ranking), ``mask_from`` (sensitivity), ``device``."""
+
+    step: str = ""
+    dataset: str = ""
+    model: str = ""
+    split: str | None = None
+    k: int | None = None
+    quorum: int | None = None
+    models: list[str] | None = None
+    mask_from: str = "core"
+    device: str = "auto"
+
+    def validate(self) -> None:
+        check_choice("audit step", self.step, tuple(AUDIT_STEPS))
+        if not self.dataset or not self.model:
+            raise SpurAuditError("audit-step job needs params['dataset'] and params['model']")
+        if AUDIT_STEPS[self.step][1] and not self.split:
+            raise SpurAuditError(f"audit step {self.step!r} needs params['split']")
+
+
+@dataclass(kw_only=True)
+class ReportJob:
+    """Params of job kind "report" (the options of `core.report.write_report`)."""
+
+    dataset: str = ""
+    model: str = ""
+    split: str = ""
+    quorum: int | None = None
+    max_classes: int | None = 50
+    attack_steps: int = 0
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        _require("report job", dataset=self.dataset, model=self.model, split=self.split)
+
+
 def audit_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    """Job kind "audit": params dataset, model, k (5), label_source (auto), eval_split, quorum, device."""
-    for key in ("dataset", "model"):
-        if not params.get(key):
-            raise SpurAuditError(f"audit job needs params[{key!r}]")
-    return run_audit(ws, params["dataset"], params["model"], k=int(params.get("k", 5)),
-                     label_source=params.get("label_source", "auto"), eval_split=params.get("eval_split"),
-                     quorum=params.get("quorum"), device=params.get("device", "auto"), progress=progress)
+    """Job kind "audit": the whole audit with its report; returns the audit's summary."""
+    job = config_from_mapping(AuditJob, params, what="audit job")
+    return run_audit(ws, job.dataset, job.model, k=job.k, label_source=job.label_source, eval_split=job.eval_split,
+                     quorum=job.quorum, device=job.device, progress=progress)
 
 
-def _discover(ws: Workspace, ds: str, md: str, split: str | None, params: dict, progress: ProgressFn) -> dict:
-    res = run_discovery(ws, ds, md, split=split or "train", config=DiscoveryConfig(k=int(params.get("k", 5))),
-                        device=params.get("device", "auto"), progress=progress)
+def _discover(ws: Workspace, job: AuditStepJob, progress: ProgressFn) -> dict:
+    config = DiscoveryConfig() if job.k is None else DiscoveryConfig(k=job.k)
+    res = run_discovery(ws, job.dataset, job.model, split=job.split or "train", config=config, device=job.device,
+                        progress=progress)
     return {"top_features": res.top_features.tolist()}
 
 
-def _masks(ws: Workspace, ds: str, md: str, split: str | None, params: dict, progress: ProgressFn) -> dict:
-    return {"labels_written": run_mask_labels(ws, ds, md, split=split or "train",
-                                              device=params.get("device", "auto"), progress=progress)}
+def _masks(ws: Workspace, job: AuditStepJob, progress: ProgressFn) -> dict:
+    return {"labels_written": run_mask_labels(ws, job.dataset, job.model, split=job.split or "train",
+                                              device=job.device, progress=progress)}
 
 
-def _rank(ws: Workspace, ds: str, md: str, split: str, params: dict, progress: ProgressFn) -> dict:
-    res = run_rankings(ws, ds, md, split=split, quorum=params.get("quorum"), progress=progress)
+def _rank(ws: Workspace, job: AuditStepJob, progress: ProgressFn) -> dict:
+    res = run_rankings(ws, job.dataset, job.model, split=job.split, quorum=job.quorum, progress=progress)
     return {"classes_without_spurious": res.classes_without_spurious}
 
 
-def _gaps(ws: Workspace, ds: str, md: str, split: str, params: dict, progress: ProgressFn) -> dict:
-    out = run_gaps(ws, ds, md, split=split, models=params.get("models"), config=GapConfig(k=params.get("k")),
+def _gaps(ws: Workspace, job: AuditStepJob, progress: ProgressFn) -> dict:
+    out = run_gaps(ws, job.dataset, job.model, split=job.split, models=job.models, config=GapConfig(k=job.k),
                    progress=progress)
     return {"pooled": {n: r.pooled for n, r in out["gaps"].items()}, "run_id": out["run_id"]}
 
 
-def _crops(ws: Workspace, ds: str, md: str, split: str, params: dict, progress: ProgressFn) -> dict:
-    return run_core_crops(ws, ds, md, split=split, device=params.get("device", "auto"), progress=progress)
+def _crops(ws: Workspace, job: AuditStepJob, progress: ProgressFn) -> dict:
+    return run_core_crops(ws, job.dataset, job.model, split=job.split, device=job.device, progress=progress)
 
 
-def _sensitivity(ws: Workspace, ds: str, md: str, split: str, params: dict, progress: ProgressFn) -> dict:
-    t = run_sensitivity(ws, ds, md, split=split, mask_from=params.get("mask_from", "core"),
-                        device=params.get("device", "auto"), progress=progress)
+def _sensitivity(ws: Workspace, job: AuditStepJob, progress: ProgressFn) -> dict:
+    t = run_sensitivity(ws, job.dataset, job.model, split=job.split, mask_from=job.mask_from, device=job.device,
+                        progress=progress)
     return {"summary": t[t.class_index == -1].to_dict(orient="records")}
 
 
-def _report(ws: Workspace, ds: str, md: str, split: str, params: dict, progress: ProgressFn) -> dict:
-    return {"report": str(write_report(ws, ds, md, split=split, progress=progress))}
+def _report(ws: Workspace, job: AuditStepJob, progress: ProgressFn) -> dict:
+    return {"report": str(write_report(ws, job.dataset, job.model, split=job.split, progress=progress))}
 
 
-StepFn = Callable[[Workspace, str, str, "str | None", dict, ProgressFn], dict]
+StepFn = Callable[[Workspace, AuditStepJob, ProgressFn], dict]
 #: audit step -> (function, whether it needs params["split"])
 AUDIT_STEPS: dict[str, tuple[StepFn, bool]] = {
     "discover": (_discover, False), "masks": (_masks, False), "rank": (_rank, True), "gaps": (_gaps, True),
@@ -69,27 +135,16 @@ AUDIT_STEPS: dict[str, tuple[StepFn, bool]] = {
 
 
 def audit_step_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    """Job kind "audit-step": params step (one of `AUDIT_STEPS`), dataset, model, split and the step's options."""
-    step = params.get("step")
-    check_choice("audit step", step, tuple(AUDIT_STEPS))
-    ds, md = params.get("dataset"), params.get("model")
-    if not ds or not md:
-        raise SpurAuditError("audit-step job needs params['dataset'] and params['model']")
-    fn, needs_split = AUDIT_STEPS[step]
-    split = params.get("split")
-    if needs_split and not split:
-        raise SpurAuditError(f"audit step {step!r} needs params['split']")
-    return fn(ws, ds, md, split, params, progress)
+    """Job kind "audit-step": one step of the audit (see `AuditStepJob`)."""
+    job = config_from_mapping(AuditStepJob, params, what="audit-step job")
+    return AUDIT_STEPS[job.step][0](ws, job, progress)
 
 
 def report_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    """Job kind "report": params dataset, model, split, optional quorum, max_classes, attack_steps, device."""
-    for key in ("dataset", "model", "split"):
-        if not params.get(key):
-            raise SpurAuditError(f"report job needs params[{key!r}]")
-    path = write_report(ws, params["dataset"], params["model"], split=params["split"], quorum=params.get("quorum"),
-                        max_classes=params.get("max_classes", 50), attack_steps=int(params.get("attack_steps", 0)),
-                        device=params.get("device", "cpu"), progress=progress)
+    """Job kind "report": the HTML report (and exports); returns its absolute and workspace-relative path."""
+    job = config_from_mapping(ReportJob, params, what="report job")
+    path = write_report(ws, job.dataset, job.model, split=job.split, quorum=job.quorum, max_classes=job.max_classes,
+                        attack_steps=job.attack_steps, device=job.device, progress=progress)
     return {"report": str(path), "report_rel": ws.rel(path)}
 
 

@@ -21,16 +21,18 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import cohen_kappa_score
 
 from core.errors import SpurAuditError, check_choice
+from core.features.maps import activation_maps, binarize
 from core.progress import ProgressFn, null_progress
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from core.workspace import Workspace
 
-__all__ = ["ANSWERS", "SOURCES", "MACHINE_SOURCES", "VerdictConfig", "verdicts", "spurious_features",
-           "core_features", "add_answers", "labels_to_csv", "read_labels_csv", "import_labels_csv",
+__all__ = ["ANSWERS", "SOURCES", "MACHINE_SOURCES", "VerdictConfig", "verdicts", "features_with_verdict",
+           "spurious_features", "core_features", "add_answers", "labels_to_csv", "read_labels_csv", "import_labels_csv",
            "parse_salient_imagenet_csv", "import_salient_imagenet", "agreement", "MaskLabelConfig",
            "iou_label", "mask_iou", "box_region", "auto_labels_from_masks"]
 
@@ -112,22 +114,24 @@ def verdicts(labels: pd.DataFrame, *, config: VerdictConfig | None = None) -> pd
     return out[cols]
 
 
-def spurious_features(verdict_table: pd.DataFrame, num_classes: int) -> dict[int, list[int]]:
-    """class -> features whose verdict is spurious (every class present, possibly empty)."""
+def features_with_verdict(verdict_table: pd.DataFrame, num_classes: int, verdict: str) -> dict[int, list[int]]:
+    """class -> features whose verdict is ``verdict`` (every class 0..num_classes-1 present, possibly empty;
+    rows of other classes ignored)."""
     res: dict[int, list[int]] = {c: [] for c in range(num_classes)}
-    for r in verdict_table[verdict_table.verdict == "spurious"].itertuples():
+    for r in verdict_table[verdict_table.verdict == verdict].itertuples():
         if 0 <= r.class_index < num_classes:
             res[int(r.class_index)].append(int(r.feature))
     return res
+
+
+def spurious_features(verdict_table: pd.DataFrame, num_classes: int) -> dict[int, list[int]]:
+    """class -> features whose verdict is spurious (every class present, possibly empty)."""
+    return features_with_verdict(verdict_table, num_classes, "spurious")
 
 
 def core_features(verdict_table: pd.DataFrame, num_classes: int) -> dict[int, list[int]]:
     """class -> features whose verdict is core."""
-    res: dict[int, list[int]] = {c: [] for c in range(num_classes)}
-    for r in verdict_table[verdict_table.verdict == "core"].itertuples():
-        if 0 <= r.class_index < num_classes:
-            res[int(r.class_index)].append(int(r.feature))
-    return res
+    return features_with_verdict(verdict_table, num_classes, "core")
 
 
 def _check_rows(rows: list[dict]) -> None:
@@ -289,8 +293,6 @@ def agreement(labels: pd.DataFrame, *, collapse_spurious: bool = False) -> dict:
     "fleiss_kappa": float, "n_items": int, "n_annotators": int}. ``collapse_spurious`` merges
     spurious_object and spurious_background into one category.
     """
-    from sklearn.metrics import cohen_kappa_score
-
     df = labels[labels.get("source", pd.Series("human", index=labels.index)).fillna("human") == "human"]
     df = _latest_per_annotator(df) if len(df) else df
     cats = list(ANSWERS)
@@ -397,8 +399,6 @@ def auto_labels_from_masks(model: "torch.nn.Module", images: "torch.Tensor", obj
     and the object mask, averaged; the label follows `iou_label`, ``score`` = the mean IoU.
     ``skip``: (class, feature) pairs to leave out (e.g. already labelled).
     """
-    from core.features.maps import activation_maps, binarize
-
     config = config or MaskLabelConfig()
     config.validate()
     progress = progress or null_progress

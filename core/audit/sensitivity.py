@@ -25,6 +25,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from core.audit.crops import class_feature_masks, predict
 from core.errors import SpurAuditError, check_choice
+from core.features.maps import binarize
 from core.progress import ProgressFn, null_progress
 
 __all__ = ["CORRUPTIONS", "SensitivityConfig", "SensitivityResult", "corrupt", "random_region",
@@ -130,8 +131,6 @@ def feature_masks(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarr
                   features: Mapping[int, Sequence[int]], *, quantile: float = 0.8,
                   device: str | torch.device = "auto", batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Binary masks (B, H, W) from each image's class ``features`` (core or spurious), and which images had any."""
-    from core.features.maps import binarize
-
     soft, has = class_feature_masks(model, images, labels, features, device=device, batch_size=batch_size)
     return binarize(soft, quantile=quantile) & has[:, None, None], has
 

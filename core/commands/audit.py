@@ -10,8 +10,9 @@
     python -m core gaps --dataset tex --model cnn --split val [--models other1 other2] [--k 50]
     python -m core collisions|crops|sensitivity|report --dataset tex --model cnn [--split val]
 
-Results are persisted through the workspace under ``audits/<dataset>/<model>/`` (see
-`core.audit.pipeline`); gaps are also recorded as a run with method ``audit-gaps``.
+Results are persisted through the workspace under ``audits/<dataset>/<model>/`` (written by
+`core.audit.pipeline`, named and read by `core.audit.artifacts`); gaps are also recorded as a run with
+method ``audit-gaps``. ``audit`` runs `core.report.run_audit` (the audit, then its report).
 """
 from __future__ import annotations
 
@@ -19,8 +20,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-ANSWERS = ("core", "spurious_object", "spurious_background", "unsure")
+import pandas as pd
 
+from core.audit.artifacts import current_verdicts
+from core.audit.discover import DiscoveryConfig
+from core.audit.gaps import GapConfig
+from core.audit.labels import (ANSWERS, MaskLabelConfig, add_answers, agreement, import_labels_csv,
+                               import_salient_imagenet, labels_to_csv)
+from core.audit.pipeline import (run_collisions, run_core_crops, run_discovery, run_gaps, run_mask_labels,
+                                 run_rankings, run_sensitivity)
+from core.errors import SpurAuditError
+from core.report import run_audit, write_report
 
 def _target(p: argparse.ArgumentParser, *, split: str | None = None, split_required: bool = False) -> None:
     p.add_argument("--dataset", required=True, help="dataset name in the workspace")
@@ -30,102 +40,113 @@ def _target(p: argparse.ArgumentParser, *, split: str | None = None, split_requi
                        help=f"split (default {split})" if split else "split, e.g. val or test")
 
 
+def _command(subparsers: Any, common: argparse.ArgumentParser, name: str, help: str, handler: Any,
+             **target: Any) -> argparse.ArgumentParser:
+    """A (sub)command ``name`` taking --dataset, --model (and --split per ``target``, see `_target`)."""
+    parser = subparsers.add_parser(name, parents=[common], help=help)
+    _target(parser, **target)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    a = subparsers.add_parser("audit", parents=[common], help="run the whole audit (discover, labels, rank, gaps, report)")
-    _target(a)
+    """The commands in the order --help shows them."""
+    for add in (_add_audit, _add_discover, _add_label, _add_rank, _add_gaps, _add_collisions, _add_crops,
+                _add_sensitivity, _add_report):
+        add(subparsers, common)
+
+
+def _add_audit(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    a = _command(subparsers, common, "audit", "run the whole audit (discover, labels, rank, gaps, report)", _audit)
     a.add_argument("--k", type=int, default=5, help="top features per class (5)")
     a.add_argument("--label-source", default="auto", choices=("auto", "masks", "existing", "none"),
                    help="auto: machine labels from object masks when the dataset has them")
     a.add_argument("--eval-split", default=None, help="split for rankings and gaps (default val, else test)")
     a.add_argument("--quorum", type=int, default=None, help="answers needed for a verdict (default: majority)")
     a.add_argument("--device", default="auto")
-    a.set_defaults(handler=_audit)
 
-    d = subparsers.add_parser("discover", parents=[common], help="top-k features per class")
-    _target(d, split="train")
+
+def _add_discover(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    d = _command(subparsers, common, "discover", "top-k features per class", _discover, split="train")
     d.add_argument("--k", type=int, default=5)
     d.add_argument("--group-by", default="prediction", choices=("prediction", "label", "correct"))
     d.add_argument("--device", default="auto")
-    d.set_defaults(handler=_discover)
 
+
+def _add_label(subparsers: Any, common: argparse.ArgumentParser) -> None:
     lab = subparsers.add_parser("label", parents=[common], help="add, import, export and inspect feature labels")
     lsub = lab.add_subparsers(dest="label_command", metavar="ACTION")
     lab.set_defaults(handler=lambda ctx: lab.print_help() or 2)
-    add = lsub.add_parser("add", parents=[common], help="record one answer")
-    _target(add)
+    add = _command(lsub, common, "add", "record one answer", _label_add)
     add.add_argument("--class", dest="class_index", type=int, required=True)
     add.add_argument("--feature", type=int, required=True)
     add.add_argument("--answer", choices=ANSWERS, required=True)
     add.add_argument("--annotator", required=True)
     add.add_argument("--note", default="")
-    add.set_defaults(handler=_label_add)
-    imp = lsub.add_parser("import", parents=[common], help="import answers from a CSV file")
-    _target(imp)
+    imp = _command(lsub, common, "import", "import answers from a CSV file", _label_import)
     imp.add_argument("file", type=Path)
     imp.add_argument("--format", default="csv", choices=("csv", "salient-imagenet"))
     imp.add_argument("--annotator", default="", help="annotator for rows without one (csv)")
-    imp.set_defaults(handler=_label_import)
-    exp = lsub.add_parser("export", parents=[common], help="export every answer as CSV")
-    _target(exp)
+    exp = _command(lsub, common, "export", "export every answer as CSV", _label_export)
     exp.add_argument("--out", type=Path, default=None, help="file to write (default: stdout)")
-    exp.set_defaults(handler=_label_export)
-    show = lsub.add_parser("show", parents=[common], help="derived verdicts")
-    _target(show)
+    show = _command(lsub, common, "show", "derived verdicts", _label_show)
     show.add_argument("--quorum", type=int, default=None)
-    show.set_defaults(handler=_label_show)
-    agr = lsub.add_parser("agreement", parents=[common], help="inter-annotator agreement (Cohen, Fleiss kappa)")
-    _target(agr)
-    agr.set_defaults(handler=_label_agreement)
-    msk = lsub.add_parser("masks", parents=[common], help="machine labels from the dataset's object masks")
-    _target(msk, split="train")
+    _command(lsub, common, "agreement", "inter-annotator agreement (Cohen, Fleiss kappa)", _label_agreement)
+    msk = _command(lsub, common, "masks", "machine labels from the dataset's object masks", _label_masks,
+                   split="train")
     msk.add_argument("--top-n", type=int, default=10)
     msk.add_argument("--device", default="auto")
-    msk.set_defaults(handler=_label_masks)
 
-    r = subparsers.add_parser("rank", parents=[common], help="spuriosity rankings of a split")
-    _target(r, split_required=True)
+
+def _add_rank(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    r = _command(subparsers, common, "rank", "spuriosity rankings of a split", _rank, split_required=True)
     r.add_argument("--quorum", type=int, default=None)
-    r.set_defaults(handler=_rank)
 
-    g = subparsers.add_parser("gaps", parents=[common], help="spurious gaps (per class, pooled, bootstrap CI)")
-    _target(g, split_required=True)
+
+def _add_gaps(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    g = _command(subparsers, common, "gaps", "spurious gaps (per class, pooled, bootstrap CI)", _gaps,
+                 split_required=True)
     g.add_argument("--models", nargs="*", default=[], help="other models to evaluate on the same ranking")
     g.add_argument("--k", type=int, default=None, help="slice size (default min(100, n/4), at most n/2)")
     g.add_argument("--n-boot", type=int, default=1000)
     g.add_argument("--seed", type=int, default=0)
-    g.set_defaults(handler=_gaps)
 
-    c = subparsers.add_parser("collisions", parents=[common], help="spurious features that are core elsewhere")
-    _target(c)
+
+def _add_collisions(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    c = _command(subparsers, common, "collisions", "spurious features that are core elsewhere", _collisions)
     c.add_argument("--top-k", type=int, default=5)
-    c.set_defaults(handler=_collisions)
 
-    cr = subparsers.add_parser("crops", parents=[common], help="core crops of the high-spuriosity images")
-    _target(cr, split_required=True)
+
+def _add_crops(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    cr = _command(subparsers, common, "crops", "core crops of the high-spuriosity images", _crops,
+                  split_required=True)
     cr.add_argument("--fraction", type=float, default=0.2)
     cr.add_argument("--device", default="auto")
-    cr.set_defaults(handler=_crops)
 
-    s = subparsers.add_parser("sensitivity", parents=[common], help="accuracy drop under masked corruptions")
-    _target(s, split_required=True)
+
+def _add_sensitivity(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    s = _command(subparsers, common, "sensitivity", "accuracy drop under masked corruptions", _sensitivity,
+                 split_required=True)
     s.add_argument("--mask-from", default="core", choices=("core", "spurious", "object"))
     s.add_argument("--max-images", type=int, default=500)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
-    s.set_defaults(handler=_sensitivity)
 
-    rep = subparsers.add_parser("report", parents=[common], help="self-contained HTML audit report")
-    _target(rep, split_required=True)
+
+def _add_report(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    rep = _command(subparsers, common, "report", "self-contained HTML audit report", _report, split_required=True)
     rep.add_argument("--max-classes", type=int, default=50)
     rep.add_argument("--attack-steps", type=int, default=0,
                      help="also show each feature's attack visualisation (e.g. 100 steps; 0 = none)")
     rep.add_argument("--device", default="cpu")
-    rep.set_defaults(handler=_report)
+
+
+def _emit_table(ctx, key: str, table: pd.DataFrame, empty: str) -> None:
+    """Emit ``table`` as {key: rows} (JSON) or as text (``empty`` when it has no rows)."""
+    ctx.emit({key: table.to_dict(orient="records")}, table.to_string(index=False) if len(table) else empty)
 
 
 def _audit(ctx) -> None:
-    from core.audit.pipeline import run_audit
-
     a = ctx.args
     out = run_audit(ctx.workspace(), a.dataset, a.model, k=a.k, label_source=a.label_source,
                     eval_split=a.eval_split, quorum=a.quorum, device=a.device, progress=ctx.progress("audit"))
@@ -137,9 +158,6 @@ def _audit(ctx) -> None:
 
 
 def _discover(ctx) -> None:
-    from core.audit.discover import DiscoveryConfig
-    from core.audit.pipeline import run_discovery
-
     a = ctx.args
     res = run_discovery(ctx.workspace(), a.dataset, a.model, split=a.split,
                         config=DiscoveryConfig(k=a.k, group_by=a.group_by), device=a.device,
@@ -151,8 +169,6 @@ def _discover(ctx) -> None:
 
 
 def _label_add(ctx) -> None:
-    from core.audit.labels import add_answers
-
     a = ctx.args
     n = add_answers(ctx.workspace(), a.dataset, a.model, [dict(class_index=a.class_index, feature=a.feature,
                                                              answer=a.answer, annotator=a.annotator, note=a.note)])
@@ -160,9 +176,6 @@ def _label_add(ctx) -> None:
 
 
 def _label_import(ctx) -> None:
-    from core.audit.labels import import_labels_csv, import_salient_imagenet
-    from core.errors import SpurAuditError
-
     a = ctx.args
     if not a.file.exists():
         raise SpurAuditError(f"file {a.file} does not exist")
@@ -175,8 +188,6 @@ def _label_import(ctx) -> None:
 
 
 def _label_export(ctx) -> None:
-    from core.audit.labels import labels_to_csv
-
     a = ctx.args
     text = labels_to_csv(ctx.workspace().labels(a.dataset, a.model))
     if a.out is None:
@@ -187,16 +198,12 @@ def _label_export(ctx) -> None:
 
 
 def _label_show(ctx) -> None:
-    from core.audit.pipeline import current_verdicts
-
     a = ctx.args
-    vt = current_verdicts(ctx.workspace(), a.dataset, a.model, quorum=a.quorum)
-    ctx.emit({"verdicts": vt.to_dict(orient="records")}, vt.to_string(index=False) if len(vt) else "no labels yet")
+    verdict_table = current_verdicts(ctx.workspace(), a.dataset, a.model, quorum=a.quorum)
+    _emit_table(ctx, "verdicts", verdict_table, "no labels yet")
 
 
 def _label_agreement(ctx) -> None:
-    from core.audit.labels import agreement
-
     a = ctx.args
     res = agreement(ctx.workspace().labels(a.dataset, a.model))
     pairs = res["pairs"]
@@ -206,9 +213,6 @@ def _label_agreement(ctx) -> None:
 
 
 def _label_masks(ctx) -> None:
-    from core.audit.labels import MaskLabelConfig
-    from core.audit.pipeline import run_mask_labels
-
     a = ctx.args
     n = run_mask_labels(ctx.workspace(), a.dataset, a.model, split=a.split, config=MaskLabelConfig(top_n=a.top_n),
                         device=a.device, progress=ctx.progress("mask labels"))
@@ -216,8 +220,6 @@ def _label_masks(ctx) -> None:
 
 
 def _rank(ctx) -> None:
-    from core.audit.pipeline import run_rankings
-
     a = ctx.args
     res = run_rankings(ctx.workspace(), a.dataset, a.model, split=a.split, quorum=a.quorum,
                        progress=ctx.progress("rank"))
@@ -229,9 +231,6 @@ def _rank(ctx) -> None:
 
 
 def _gaps(ctx) -> None:
-    from core.audit.gaps import GapConfig
-    from core.audit.pipeline import run_gaps
-
     a = ctx.args
     out = run_gaps(ctx.workspace(), a.dataset, a.model, split=a.split, models=a.models,
                    config=GapConfig(k=a.k, n_boot=a.n_boot, seed=a.seed), progress=ctx.progress("gaps"))
@@ -249,16 +248,12 @@ def _gaps(ctx) -> None:
 
 
 def _collisions(ctx) -> None:
-    from core.audit.pipeline import run_collisions
-
     a = ctx.args
-    df = run_collisions(ctx.workspace(), a.dataset, a.model, top_k=a.top_k)
-    ctx.emit({"collisions": df.to_dict(orient="records")}, df.to_string(index=False) if len(df) else "no collisions")
+    _emit_table(ctx, "collisions", run_collisions(ctx.workspace(), a.dataset, a.model, top_k=a.top_k),
+                "no collisions")
 
 
 def _crops(ctx) -> None:
-    from core.audit.pipeline import run_core_crops
-
     a = ctx.args
     out = run_core_crops(ctx.workspace(), a.dataset, a.model, split=a.split, fraction=a.fraction, device=a.device,
                          progress=ctx.progress("core crops"))
@@ -267,8 +262,6 @@ def _crops(ctx) -> None:
 
 
 def _sensitivity(ctx) -> None:
-    from core.audit.pipeline import run_sensitivity
-
     a = ctx.args
     t = run_sensitivity(ctx.workspace(), a.dataset, a.model, split=a.split, mask_from=a.mask_from,
                         max_images=a.max_images, seed=a.seed, device=a.device, progress=ctx.progress("sensitivity"))
@@ -278,8 +271,6 @@ def _sensitivity(ctx) -> None:
 
 
 def _report(ctx) -> None:
-    from core.report import write_report
-
     a = ctx.args
     path = write_report(ctx.workspace(), a.dataset, a.model, split=a.split, max_classes=a.max_classes,
                         attack_steps=a.attack_steps, device=a.device, progress=ctx.progress("report"))

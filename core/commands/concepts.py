@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from core.concepts.clip import ClipConfig
+from core.concepts.pipeline import run_clip_labels, run_clip_spuriosity, run_sam_labels
+from core.concepts.sam import SamConfig
+
 
 def _clip_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-model", default="ViT-B-32", help="open_clip architecture (ViT-B-32, RN50, ...)")
@@ -14,32 +18,37 @@ def _clip_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
 
 
+def _action(sub: Any, common: argparse.ArgumentParser, name: str, help: str, *,
+            model: bool = False) -> argparse.ArgumentParser:
+    """An action of ``concepts`` taking ``--dataset`` (and ``--model`` when ``model``)."""
+    parser = sub.add_parser(name, parents=[common], help=help)
+    parser.add_argument("--dataset", required=True)
+    if model:
+        parser.add_argument("--model", required=True)
+    return parser
+
+
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     concepts = subparsers.add_parser("concepts", parents=[common],
                                      help="CLIP concept spuriosity, CLIP and SAM-IoU feature labels")
     sub = concepts.add_subparsers(dest="concepts_command", metavar="ACTION")
 
-    score = sub.add_parser("clip-rank", parents=[common],
-                           help="spuriosity of every image of a split from CLIP similarity to concept texts")
-    score.add_argument("--dataset", required=True)
+    score = _action(sub, common, "clip-rank", "spuriosity of every image of a split from CLIP similarity to "
+                    "concept texts")
     score.add_argument("--split", default="val")
     score.add_argument("--core-concept", action="append", default=[],
                        help="a core concept whose presence lowers spuriosity, repeatable")
     _clip_options(score)
     score.set_defaults(handler=_clip_rank)
 
-    labels = sub.add_parser("clip-labels", parents=[common],
-                            help="CLIP suggestions (source clip) for the discovered (class, feature) pairs")
-    labels.add_argument("--dataset", required=True)
-    labels.add_argument("--model", required=True)
+    labels = _action(sub, common, "clip-labels", "CLIP suggestions (source clip) for the discovered (class, "
+                     "feature) pairs", model=True)
     labels.add_argument("--top-n", type=int, default=5, help="top-activating images per feature")
     _clip_options(labels)
     labels.set_defaults(handler=_clip_labels)
 
-    sam = sub.add_parser("sam-labels", parents=[common],
-                         help="label discovered features by IoU with SAM object masks (source sam_iou)")
-    sam.add_argument("--dataset", required=True)
-    sam.add_argument("--model", required=True)
+    sam = _action(sub, common, "sam-labels", "label discovered features by IoU with SAM object masks (source "
+                  "sam_iou)", model=True)
     sam.add_argument("--sam-type", default="vit_b", help="vit_b, vit_l or vit_h (matching the checkpoint)")
     sam.add_argument("--sam-checkpoint", required=True, help="path to sam_vit_*.pth")
     sam.add_argument("--split", default="train")
@@ -48,15 +57,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     concepts.set_defaults(handler=lambda ctx: (concepts.print_help(), 0)[1])
 
 
-def _clip_config(args):
-    from core.concepts.clip import ClipConfig
-
+def _clip_config(args: argparse.Namespace) -> ClipConfig:
     return ClipConfig(model_name=args.clip_model, pretrained=args.clip_weights or None)
 
 
 def _clip_rank(ctx: Any) -> int:
-    from core.concepts.pipeline import run_clip_spuriosity
-
     a = ctx.args
     out = run_clip_spuriosity(ctx.workspace(), a.dataset, concepts=a.concept, core_concepts=a.core_concept,
                               clip=_clip_config(a), split=a.split, device=a.device,
@@ -69,8 +74,6 @@ def _clip_rank(ctx: Any) -> int:
 
 
 def _clip_labels(ctx: Any) -> int:
-    from core.concepts.pipeline import run_clip_labels
-
     a = ctx.args
     n = run_clip_labels(ctx.workspace(), a.dataset, a.model, concepts=a.concept, clip=_clip_config(a),
                         top_n=a.top_n, device=a.device, progress=ctx.progress("CLIP labels"))
@@ -79,9 +82,6 @@ def _clip_labels(ctx: Any) -> int:
 
 
 def _sam_labels(ctx: Any) -> int:
-    from core.concepts.pipeline import run_sam_labels
-    from core.concepts.sam import SamConfig
-
     a = ctx.args
     n = run_sam_labels(ctx.workspace(), a.dataset, a.model, sam=SamConfig(model_type=a.sam_type,
                                                                           checkpoint=a.sam_checkpoint),

@@ -10,8 +10,7 @@
     python -m core dataset list
 
 ``--conflict F`` and ``--rho R`` are two views of one number for single-bias builders
-(conflict = 1 − ρ); each is passed in the form the builder takes. Heavy imports happen inside the
-handlers so ``python -m core --help`` stays fast.
+(conflict = 1 − ρ); each is passed in the form the builder takes.
 """
 from __future__ import annotations
 
@@ -20,10 +19,10 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from core.data import SKIPPED_NAME, SOURCES, SYNTHETIC_KINDS, add_dataset_from, build_dataset, dataset_dir, \
+    load_manifest
+from core.data.synthetic import get_builder
 from core.errors import SpurAuditError
-
-BUILD_KINDS = ("colored-mnist", "biased-mnist", "multi-color-mnist", "digits-on-textures")
-ADD_SOURCES = ("imagefolder", "csv", "waterbirds", "celeba", "disent")
 
 # CLI dest -> which add sources accept it (and the loader keyword)
 ADD_OPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -49,7 +48,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=lambda ctx: _help(parser))
 
     b = sub.add_parser("build", parents=[common], help="build a synthetic biased dataset from bundled MNIST digits")
-    b.add_argument("kind", choices=BUILD_KINDS, help="which dataset to build")
+    b.add_argument("kind", choices=SYNTHETIC_KINDS, help="which dataset to build")
     b.add_argument("--name", required=True, help="dataset name in the workspace")
     g = b.add_mutually_exclusive_group()
     g.add_argument("--conflict", type=float, default=None,
@@ -75,7 +74,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
     a = sub.add_parser("add", parents=[common], help="register a dataset that is already on disk")
     a.add_argument("name", help="dataset name in the workspace")
-    a.add_argument("--from", dest="source", required=True, choices=ADD_SOURCES, help="format of PATH")
+    a.add_argument("--from", dest="source", required=True, choices=SOURCES, help="format of PATH")
     a.add_argument("path", type=Path, help="dataset folder (or the CSV file for --from csv)")
     a.add_argument("--path-col", default=None, help="csv: image path column (default 'path')")
     a.add_argument("--label-col", default=None, help="csv: label column (default 'label')")
@@ -109,24 +108,19 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _builder_params(kind: str, args: argparse.Namespace) -> dict:
-    from core.data.synthetic import resolve_builder
-
-    accepted = set(inspect.signature(resolve_builder(kind)).parameters)
+    accepted = set(inspect.signature(get_builder(kind)).parameters)
     params: dict[str, Any] = {}
-    if args.conflict is not None:
-        if "conflict" in accepted:
-            params["conflict"] = args.conflict
-        elif "rho" in accepted:
-            params["rho"] = 1.0 - args.conflict
+    # --conflict F and --rho R: one number, passed as the builder takes it (conflict = 1 - rho)
+    for flag, value, own, other in (("--conflict", args.conflict, "conflict", "rho"),
+                                    ("--rho", args.rho, "rho", "conflict")):
+        if value is None:
+            continue
+        if own in accepted:
+            params[own] = value
+        elif other in accepted:
+            params[other] = 1.0 - value
         else:
-            raise SpurAuditError(f"--conflict does not apply to {kind}; use --rho-left / --rho-right")
-    if args.rho is not None:
-        if "rho" in accepted:
-            params["rho"] = args.rho
-        elif "conflict" in accepted:
-            params["conflict"] = 1.0 - args.rho
-        else:
-            raise SpurAuditError(f"--rho does not apply to {kind}; use --rho-left / --rho-right")
+            raise SpurAuditError(f"{flag} does not apply to {kind}; use --rho-left / --rho-right")
     named = {"rho_left": args.rho_left, "rho_right": args.rho_right, "sigma": args.sigma,
              "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
              "train_copies": args.train_copies,
@@ -151,8 +145,6 @@ def _record_dict(rec: Any) -> dict:
 
 
 def _build(ctx: Any) -> int:
-    from core.data import build_dataset, load_manifest
-
     args = ctx.args
     params = _builder_params(args.kind, args)
     ws = ctx.workspace()
@@ -174,8 +166,6 @@ def _build(ctx: Any) -> int:
 
 
 def _add(ctx: Any) -> int:
-    from core.data import add_dataset_from, load_manifest
-
     args = ctx.args
     options: dict[str, Any] = {}
     for dest, (sources, key) in ADD_OPTIONS.items():
@@ -196,7 +186,7 @@ def _add(ctx: Any) -> int:
               "splits": {s: v["n"] for s, v in summary["splits"].items()},
               "skipped": rec.params.get("skipped", 0)}
     if result["skipped"]:
-        result["skipped_csv"] = str(ws.path(f"datasets/{args.name}/skipped.csv"))
+        result["skipped_csv"] = str(ws.path(f"{dataset_dir(args.name)}/{SKIPPED_NAME}"))
     text = (f"added {args.source} dataset {args.name!r}: {summary['n']} images, {len(rec.class_names)} classes "
             f"({', '.join(f'{s} {n}' for s, n in result['splits'].items())})")
     if result["skipped"]:
@@ -208,8 +198,6 @@ def _add(ctx: Any) -> int:
 
 
 def _show(ctx: Any) -> int:
-    from core.data import load_manifest
-
     ws = ctx.workspace()
     rec = ws.get_dataset(ctx.args.name)
     summary = load_manifest(ws, ctx.args.name).summary()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from core.demo import run_demo
+
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     demo = subparsers.add_parser(
@@ -19,8 +21,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _demo(ctx: Any) -> int:
-    from core.demo import run_demo
-
     ws = ctx.workspace()
     summary = run_demo(ws, quick=ctx.args.quick, device=ctx.args.device, progress=ctx.progress("demo"))
     lines = [f"SpurAudit demo ready in {summary['wall_time_s']:.0f} s — workspace: {ws.root}", ""]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import CommandContext
+from core.commands.context import CommandContext
+from core.features.extract import AMP_CHOICES, extract_splits
+from core.features.sharding import DistInfo
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -22,14 +24,12 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--chunk-size", type=int, default=4096, help="rows per committed (resumable) chunk")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES,
                    help="autocast precision on CUDA (ignored on CPU)")
     p.set_defaults(handler=_extract)
 
 
 def _extract(ctx: CommandContext) -> int:
-    from core.features.extract import DistInfo, extract_splits
-
     a = ctx.args
     ws = ctx.workspace()
     rank0 = DistInfo.from_env().rank == 0

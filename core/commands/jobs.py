@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.cli import CommandContext
+from core.commands.context import CommandContext
 from core.errors import SpurAuditError
 from core.jobs import (cancel, job_slots, job_summary, log_tail, queue_positions, reconcile, run_job,
                        set_job_slots, submit, wait)

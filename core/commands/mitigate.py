@@ -12,8 +12,10 @@ import json
 from typing import Any
 
 from core.errors import SpurAuditError
+from core.mitigate.registry import METHOD_CHOICES
+from core.mitigate.runner import run_comparison, run_mitigation
 
-METHODS_HELP = "head-tuning, error-tuning, dcwp, ffw, jtt, mrm, erm"
+METHODS_HELP = ", ".join(METHOD_CHOICES)
 
 
 def parse_set(pairs: list[str] | None) -> dict[str, Any]:
@@ -68,8 +70,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _mitigate(ctx: Any) -> int:
-    from core.mitigate.runner import run_mitigation
-
     args = ctx.args
     ws = ctx.workspace()
     config = parse_set(args.set)
@@ -98,8 +98,6 @@ def _mitigate(ctx: Any) -> int:
 
 
 def _compare(ctx: Any) -> int:
-    from core.mitigate.runner import run_comparison
-
     args = ctx.args
     ws = ctx.workspace()
     methods = [m.strip() for m in str(args.methods).split(",") if m.strip()]

@@ -8,7 +8,8 @@
 
 Training reads the dataset's train split (and val, for model selection), evaluates on test
 (accuracy; aligned/conflicting/unbiased accuracy when the manifest has bias labels) and stores the
-checkpoint as ``models/<NAME>/model.pt`` through the workspace. Heavy imports happen in the handlers.
+checkpoint as ``models/<NAME>/model.pt`` through the workspace
+(`core.models.workspace_models.train_workspace_model`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ import argparse
 from typing import Any
 
 from core.errors import SpurAuditError
-from core.models.checkpoints import torch_load
+from core.models.checkpoints import save_workspace_model, torch_load
+from core.models.optim import OPTIMIZERS
+from core.models.registry import build_model
+from core.models.train import LOSSES, SCHEDULES, TrainConfig
+from core.models.workspace_models import train_workspace_model
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -36,7 +41,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                    help="resize images to SIZE x SIZE when loading (needed when image sizes differ)")
     t.add_argument("--widths", default=None, help="small_cnn widths, comma-separated (default 64,128,256)")
     t.add_argument("--hidden", default=None, help="mlp hidden sizes, comma-separated (default 100,100,100)")
-    t.add_argument("--loss", choices=("ce", "gce"), default="ce", help="ce (ERM) or gce (bias-capturing)")
+    t.add_argument("--loss", choices=LOSSES, default="ce", help="ce (ERM) or gce (bias-capturing)")
     t.add_argument("--gce-q", type=float, default=0.7)
     t.add_argument("--adv-eps", type=float, default=0.0, help="L2-PGD adversarial training radius (0 = off)")
     t.add_argument("--adv-steps", type=int, default=3)
@@ -44,10 +49,10 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     t.add_argument("--momentum", type=float, default=0.9)
     t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--schedule", choices=("none", "cosine", "step"), default="none")
+    t.add_argument("--schedule", choices=SCHEDULES, default="none")
     t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (needs val)")
     t.add_argument("--max-iters", type=int, default=None, help="cap on optimizer steps")
     t.add_argument("--seed", type=int, default=0)
@@ -105,9 +110,6 @@ def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train(ctx: Any) -> int:
-    from core.models import TrainConfig
-    from core.models.train import train_workspace_model
-
     args = ctx.args
     ws = ctx.workspace()
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
@@ -133,8 +135,6 @@ def _train(ctx: Any) -> int:
 
 
 def _register(ctx: Any) -> int:
-    from core.models import build_model, save_workspace_model
-
     args = ctx.args
     ws = ctx.workspace()
     num_classes = args.num_classes

@@ -2,7 +2,7 @@
 
 Each reads the workspace (dataset manifest, discovery, feature store), runs a backend, and writes its
 results through the workspace: labels with source ``sam_iou`` / ``clip`` (never overwriting a person's
-answers: verdicts prefer human answers), concept scores under ``concepts/<dataset>/``.
+answers: verdicts prefer human answers), named concept rankings under ``concepts/<dataset>/rankings/`` (`core.concepts.artifacts`).
 """
 from __future__ import annotations
 
@@ -10,26 +10,27 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
+from core.audit.artifacts import load_discovery
+from core.audit.labels import MaskLabelConfig
+from core.audit.pipeline import run_mask_labels
+from core.concepts.artifacts import concept_ranking_dir, ranking_name
 from core.concepts.clip import ClipConfig, ClipScorer, concept_spuriosity, suggest_feature_labels
 from core.concepts.sam import SamConfig, SamSegmenter
+from core.data import load_manifest
 from core.errors import SpurAuditError
+from core.features.store import load_features
 from core.progress import ProgressFn, null_progress, sub_progress
+from core.workspace import Workspace, check_name
 
 
-def concept_dir(dataset: str) -> str:
-    return f"concepts/{dataset}"
-
-
-def run_sam_labels(ws, dataset: str, model: str, *, sam: SamConfig | None = None, split: str = "train",
+def run_sam_labels(ws: Workspace, dataset: str, model: str, *, sam: SamConfig | None = None, split: str = "train",
                    device: str = "auto", progress: ProgressFn | None = None) -> int:
     """Label the discovered (class, feature) pairs by IoU with SAM object masks (source ``sam_iou``).
 
     Needs a discovery (``python -m core discover``). Returns the number of labels written.
     """
-    from core.audit.labels import MaskLabelConfig
-    from core.audit.pipeline import run_mask_labels
-
     segmenter = SamSegmenter(sam or SamConfig(), device=device)
     # SAM masks are filled regions: compare with the feature mask at the object's own area, as the
     # IoU thresholds calibrated on thin digit strokes do not carry over (see MaskLabelConfig).
@@ -38,9 +39,7 @@ def run_sam_labels(ws, dataset: str, model: str, *, sam: SamConfig | None = None
                            segmenter=lambda image: segmenter.object_mask(image)[0], progress=progress)
 
 
-def _split_images(ws, dataset: str, split: str, *, progress: ProgressFn) -> tuple[torch.Tensor, np.ndarray, object]:
-    from core.data import load_manifest
-
+def _split_images(ws: Workspace, dataset: str, split: str, *, progress: ProgressFn) -> tuple[torch.Tensor, np.ndarray, object]:
     manifest = load_manifest(ws, dataset).split(split)
     if len(manifest) == 0:
         raise SpurAuditError(f"dataset {dataset!r} has no {split!r} rows")
@@ -48,58 +47,58 @@ def _split_images(ws, dataset: str, split: str, *, progress: ProgressFn) -> tupl
     return x, y.numpy(), manifest
 
 
-def run_clip_spuriosity(ws, dataset: str, *, concepts: Sequence[str], core_concepts: Sequence[str] = (),
-                        clip: ClipConfig | None = None, split: str = "val", device: str = "auto",
-                        progress: ProgressFn | None = None) -> dict:
-    """Score every image of ``split`` for the spurious ``concepts`` with CLIP and z-score within class.
+def run_clip_spuriosity(ws: Workspace, dataset: str, *, concepts: Sequence[str], core_concepts: Sequence[str] = (),
+                        clip: ClipConfig | None = None, split: str = "val", name: str | None = None,
+                        device: str = "auto", progress: ProgressFn | None = None) -> dict:
+    """Score every image of ``split`` for the spurious ``concepts`` with CLIP and z-score within class;
+    saved as the concept ranking ``name`` (default: from the concept texts) in the layout of
+    `core.concepts.artifacts` (a ranking the pages and the gap code read like a feature ranking).
 
-    Saves ``concepts/<dataset>/<split>_scores.npy`` (N, T) and ``<split>_spuriosity.npy`` (N,), rows
-    aligned with the split (ascending sample_id), and records the concepts. When the manifest knows
-    which images are bias-aligned, the summary includes the AUROC of the spuriosity for telling
-    aligned from conflicting images (1.0 = the concept is exactly the bias).
+    When the manifest knows which images are bias-aligned, the summary includes the AUROC of the
+    spuriosity for telling aligned from conflicting images (1.0 = the concept is exactly the bias).
     """
-    from sklearn.metrics import roc_auc_score
-
     progress = progress or null_progress
     concepts = [c.strip() for c in concepts if c and c.strip()]
     if not concepts:
         raise SpurAuditError("name at least one spurious concept, e.g. --concept water")
+    name = name or ranking_name(concepts)
+    check_name("concept ranking", name)
     scorer = ClipScorer(clip or ClipConfig(), device=device)
     x, labels, manifest = _split_images(ws, dataset, split, progress=sub_progress(progress, 0.0, 0.2))
-    texts = list(concepts) + [c for c in core_concepts if c.strip()]
+    core_concepts = [c for c in core_concepts if c.strip()]
+    texts = list(concepts) + core_concepts
     scores = scorer.concept_scores(x, texts, progress=sub_progress(progress, 0.2, 0.95))
     spur = concept_spuriosity(scores, labels, spurious=list(range(len(concepts))),
                               core=list(range(len(concepts), len(texts))))
-    base = concept_dir(dataset)
-    ws.save_npy(f"{base}/{split}_scores.npy", scores)
-    ws.save_npy(f"{base}/{split}_spuriosity.npy", spur)
+    base = concept_ranking_dir(dataset, name)
+    ws.save_npy(f"{base}/{split}.scores.npy", scores)
+    ws.save_npy(f"{base}/{split}.spuriosity.npy", spur)
     known = set(ws.concepts(dataset).text) if len(ws.concepts(dataset)) else set()
-    for text in concepts:
+    for text, kind in [(t, "spurious") for t in concepts] + [(t, "core") for t in core_concepts]:
         if text not in known:
-            ws.add_concept(dataset=dataset, text=text, kind="spurious")
-    for text in core_concepts:
-        if text.strip() and text not in known:
-            ws.add_concept(dataset=dataset, text=text, kind="core")
-    summary = {"dataset": dataset, "split": split, "concepts": concepts, "core_concepts": list(core_concepts),
+            ws.add_concept(dataset=dataset, text=text, kind=kind)
+    summary = {"dataset": dataset, "split": split, "name": name, "concepts": concepts,
+               "core_concepts": core_concepts,
                "clip": {"model": scorer.config.model_name, "pretrained": scorer.config.pretrained},
-               "n": int(len(spur)), "scores": f"{base}/{split}_scores.npy",
-               "spuriosity": f"{base}/{split}_spuriosity.npy"}
+               "n": int(len(spur)), "scores": f"{base}/{split}.scores.npy",
+               "spuriosity": f"{base}/{split}.spuriosity.npy"}
     aligned = manifest.aligned
+    meta = ws.read_json(f"{base}/meta.json", {}) or {}
+    auroc = dict(meta.get("auroc", {}))
     if aligned is not None and 0 < np.asarray(aligned, bool).sum() < len(aligned):
-        summary["auroc_aligned_vs_conflicting"] = float(roc_auc_score(np.asarray(aligned, bool), spur))
-    ws.write_json(f"{base}/{split}_summary.json", summary)
+        summary["auroc_aligned_vs_conflicting"] = auroc[split] = float(roc_auc_score(np.asarray(aligned, bool), spur))
+    ws.write_json(f"{base}/meta.json", {"name": name, "concepts": concepts, "core_concepts": core_concepts,
+                                        "clip": summary["clip"], "auroc": auroc,
+                                        "splits": sorted(set(meta.get("splits", [])) | {split})})
     progress(1.0, "CLIP concept spuriosity saved")
     return summary
 
 
-def run_clip_labels(ws, dataset: str, model: str, *, concepts: Sequence[str], clip: ClipConfig | None = None,
+def run_clip_labels(ws: Workspace, dataset: str, model: str, *, concepts: Sequence[str], clip: ClipConfig | None = None,
                     split: str = "train", top_n: int = 5, device: str = "auto",
                     progress: ProgressFn | None = None) -> int:
     """CLIP suggestions (source ``clip``) for every discovered (class, feature): its ``top_n``
     top-activating images against the class name and the spurious ``concepts``."""
-    from core.audit.pipeline import load_discovery
-    from core.features.store import load_features
-
     progress = progress or null_progress
     if top_n < 1:
         raise SpurAuditError("top_n must be >= 1")

@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from core.audit.labels import mask_iou as batched_iou
 from core.device import resolve_device
 from core.errors import SpurAuditError, check_choice
 from core.progress import ProgressFn, null_progress
@@ -124,8 +125,6 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
     A scalar, shape-checked front to `core.audit.labels.mask_iou`, which computes it.
     """
-    from core.audit.labels import mask_iou as batched_iou
-
     a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     if a.shape != b.shape:
         raise SpurAuditError(f"masks differ in shape: {a.shape} vs {b.shape}")

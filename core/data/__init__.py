@@ -11,28 +11,26 @@ Workspace layout of a dataset ``<name>`` (all writes through `core.workspace.Wor
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from core.data.loaders import LOADERS, get_loader
 from core.data.manifest import Manifest
+from core.data.synthetic import BUILDERS, get_builder
 from core.errors import SpurAuditError, check_call_options
 from core.progress import ProgressFn, null_progress, sub_progress
 from core.serialize import to_plain
-from core.workspace import check_name
-
-if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
-
-    from core.workspace import DatasetRecord, Workspace
+from core.workspace import DatasetRecord, Workspace, check_name
 
 MANIFEST_NAME = "manifest.parquet"
 SKIPPED_NAME = "skipped.csv"
-SYNTHETIC_KINDS = ("colored-mnist", "biased-mnist", "multi-color-mnist", "digits-on-textures")
-SOURCES = ("imagefolder", "csv", "waterbirds", "celeba", "disent")
+SYNTHETIC_KINDS = tuple(BUILDERS)   # colored-mnist, biased-mnist, multi-color-mnist, digits-on-textures
+SOURCES = tuple(LOADERS)            # imagefolder, csv, waterbirds, celeba, disent
+#: arguments build_dataset / add_dataset_from pass to a builder or loader themselves (not user options)
+_FILLED_IN = ("out_dir", "path", "seed", "progress", "skip_bad")
 
 
 def dataset_dir(name: str) -> str:
@@ -47,7 +45,7 @@ class WorkspaceTensorCache:
     modification time, so a changed manifest never reads a stale array.
     """
 
-    def __init__(self, ws: "Workspace", name: str, manifest_path: Path) -> None:
+    def __init__(self, ws: Workspace, name: str, manifest_path: Path) -> None:
         self.ws = ws
         self.folder = f"{dataset_dir(name)}/cache"
         try:
@@ -66,7 +64,7 @@ class WorkspaceTensorCache:
     def _rel(self, key: str) -> str:
         return f"{self.folder}/tensors-{key}.npy"
 
-    def get(self, key: str) -> "np.ndarray | None":
+    def get(self, key: str) -> np.ndarray | None:
         if not self.ws.path(self._rel(key)).is_file():
             return None
         try:
@@ -74,11 +72,13 @@ class WorkspaceTensorCache:
         except (OSError, ValueError):
             return None
 
-    def put(self, key: str, array: "np.ndarray") -> None:
+    def put(self, key: str, array: np.ndarray) -> None:
+        if self.ws.read_only:  # a cache: on a read-only workspace images are decoded each time
+            return
         self.ws.save_npy(self._rel(key), array)
 
 
-def load_manifest(ws: "Workspace", dataset_name: str) -> Manifest:
+def load_manifest(ws: Workspace, dataset_name: str) -> Manifest:
     """The `Manifest` of a registered dataset (root = the record's root). ``load_tensors`` on it and
     its splits caches decoded images in the workspace."""
     rec = ws.get_dataset(dataset_name)
@@ -87,61 +87,25 @@ def load_manifest(ws: "Workspace", dataset_name: str) -> Manifest:
     return manifest
 
 
-@contextmanager
-def _atomic_dataset_dir(ws: "Workspace", rel: str) -> Iterator[Path]:
-    """Yield a fresh temporary folder inside the workspace; on success it replaces ``rel``.
-
-    Uses ``ws.atomic_dir(rel)`` when the Workspace provides it; otherwise a hidden sibling folder
-    ``datasets/.tmp-<name>-<id>`` renamed onto ``rel`` (an old folder is moved aside first and removed
-    after the swap, so a crash never leaves a half-built dataset under the final name).
-    """
-    atomic_dir = getattr(ws, "atomic_dir", None)
-    if callable(atomic_dir):
-        with atomic_dir(rel) as tmp:
-            yield Path(tmp)
-        return
-    target = ws.path(rel)
-    parent_rel = rel.rsplit("/", 1)[0]
-    tag = f"{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp_rel = f"{parent_rel}/.tmp-{tag}"
-    tmp = ws.path(tmp_rel)
-    tmp.mkdir(parents=True, exist_ok=False)
-    try:
-        yield tmp
-    except BaseException:
-        ws.remove_path(tmp_rel)
-        raise
-    old_rel = None
-    if target.exists():
-        old_rel = f"{parent_rel}/.old-{tag}"
-        os.replace(target, ws.path(old_rel))
-    os.replace(tmp, target)
-    if old_rel is not None:
-        ws.remove_path(old_rel)
-
-
-def _check_new_name(ws: "Workspace", name: str, replace: bool) -> None:
+def _check_new_name(ws: Workspace, name: str, replace: bool) -> None:
     check_name("dataset", name)
     if ws.has_dataset(name) and not replace:
         raise SpurAuditError(f"dataset {name!r} already exists in {ws.root}; pick another --name or pass "
                              "replace=True (--replace)")
 
 
-def build_dataset(ws: "Workspace", kind: str, name: str, *, seed: int = 0, progress: ProgressFn | None = None,
-                  replace: bool = False, **params: Any) -> "DatasetRecord":
+def build_dataset(ws: Workspace, kind: str, name: str, *, seed: int = 0, progress: ProgressFn | None = None,
+                  replace: bool = False, **params: Any) -> DatasetRecord:
     """Build a synthetic dataset ``kind`` (see `core.data.synthetic.BUILDERS`) as ``datasets/<name>/``
     and register it. ``params`` go to the builder (e.g. ``conflict=0.01`` for colored-mnist,
     ``rho=0.99`` for biased-mnist, ``n_train=...``); the record's params hold them plus the seed and
     the realised conflicting fractions."""
-    from core.data.synthetic import get_builder, resolve_builder
-
     builder = get_builder(kind)
-    check_call_options(f"builder {kind!r}", resolve_builder(kind), params,
-                       unlisted=("out_dir", "path", "seed", "progress", "skip_bad"))
+    check_call_options(f"builder {kind!r}", builder, params, unlisted=_FILLED_IN)
     _check_new_name(ws, name, replace)
     progress = progress or null_progress
     rel = dataset_dir(name)
-    with _atomic_dataset_dir(ws, rel) as tmp:
+    with ws.atomic_dir(rel) as tmp:
         manifest = builder(tmp, seed=seed, progress=sub_progress(progress, 0.0, 0.98), **params)
         if not (tmp / MANIFEST_NAME).is_file():
             manifest.save(tmp / MANIFEST_NAME)
@@ -157,21 +121,16 @@ def build_dataset(ws: "Workspace", kind: str, name: str, *, seed: int = 0, progr
     return rec
 
 
-def add_dataset_from(ws: "Workspace", name: str, source: str, path: str | Path, *, skip_bad: bool = False,
-                     replace: bool = False, progress: ProgressFn | None = None, **options: Any) -> "DatasetRecord":
+def add_dataset_from(ws: Workspace, name: str, source: str, path: str | Path, *, skip_bad: bool = False,
+                     replace: bool = False, progress: ProgressFn | None = None, **options: Any) -> DatasetRecord:
     """Load a dataset the user has on disk with loader ``source`` (imagefolder, csv, waterbirds, celeba,
     disent; ``options`` go to it, e.g. ``label_col=`` or ``target=``), save its manifest as
     ``datasets/<name>/manifest.parquet`` and register it (images stay at ``path``).
 
     With ``skip_bad=True`` bad rows are skipped and written to ``datasets/<name>/skipped.csv``; the
     record's params list how many (``skipped``)."""
-    import pandas as pd
-
-    from core.data.loaders import get_loader
-
     loader = get_loader(source)
-    check_call_options(f"loader {source!r}", loader, options,
-                       unlisted=("out_dir", "path", "seed", "progress", "skip_bad"))
+    check_call_options(f"loader {source!r}", loader, options, unlisted=_FILLED_IN)
     _check_new_name(ws, name, replace)
     manifest = loader(path, skip_bad=skip_bad, progress=progress, **options)
     rel = dataset_dir(name)

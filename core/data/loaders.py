@@ -159,37 +159,73 @@ def _relative_path(value: Any, root: Path) -> str:
     return s
 
 
-def _encode(values: pd.Series, names: list[str] | None, what: str) -> tuple[np.ndarray, list[str]]:
-    """Map a label-like column to ints 0..K-1 (NaN for values that cannot be mapped) + names.
+def _encode(values: pd.Series, names: list[str] | None, what: str, *, column: str,
+            blank_ok: bool = False) -> tuple[np.ndarray, list[str], dict[int, str]]:
+    """Map a label-like column to ints 0..K-1: ``(codes, names, reasons)``.
 
-    Integer columns keep their values (names ``str(k)`` or ``names``); text columns are mapped to the
-    sorted unique values (or to ``names`` when given).
+    ``codes`` is a float array (N,) with NaN where a row has no usable value, ``reasons`` maps those
+    rows to why (a blank cell counts only when not ``blank_ok``: a blank bias value means "unknown").
+    Integer columns keep their values (names ``str(k)``); text columns are mapped to the sorted unique
+    values; with ``names`` a value is a name from that list or an index into it. A column mixing numbers
+    and text without ``names`` is refused (`SpurAuditError`): whether ``1`` is the second class or a
+    class named "1" cannot be guessed.
     """
-    raw = values.copy()
-    numeric = pd.to_numeric(raw, errors="coerce")
-    text_mask = raw.notna() & numeric.isna() & (raw.astype(str).str.strip() != "")
+    text = [None if pd.isna(v) else str(v).strip() for v in values]
+    n = len(text)
+    blank = np.array([t is None or t == "" for t in text], dtype=bool)
+    numeric = np.array(pd.to_numeric(pd.Series([None if b else t for t, b in zip(text, blank)], dtype=object),
+                                     errors="coerce"), dtype=float)  # a writable copy (pandas 3 hands out read-only)
+    is_num = ~blank & ~np.isnan(numeric)
+    is_text = ~blank & np.isnan(numeric)
+    out = np.full(n, np.nan)
+    reasons: dict[int, str] = {}
+    if not blank_ok:
+        reasons.update({int(i): f"empty {what}" for i in np.flatnonzero(blank)})
+
+    def not_integer(i: int) -> str:
+        return f"{what} {text[i]!r} is not an integer" + (" class index" if what == "label" else "")
+
     if names is not None:
-        names = [str(n) for n in names]
-        lookup = {n: i for i, n in enumerate(names)}
-        out = np.full(len(raw), np.nan)
-        for i, (v, num) in enumerate(zip(raw, numeric)):
-            if pd.notna(num) and float(num).is_integer() and 0 <= int(num) < len(names) and str(v).strip() not in lookup:
-                out[i] = int(num)
-            elif str(v).strip() in lookup:
-                out[i] = lookup[str(v).strip()]
-        return out, names
-    if text_mask.any():
-        uniq = sorted({str(v).strip() for v in raw[raw.notna()] if str(v).strip() != ""})
-        lookup = {n: i for i, n in enumerate(uniq)}
-        out = np.array([lookup.get(str(v).strip(), np.nan) if pd.notna(v) else np.nan for v in raw], dtype=float)
-        return out, uniq
-    out = numeric.to_numpy(dtype=float)
-    ok = ~np.isnan(out)
-    out[ok & (out != np.round(out))] = np.nan
-    if ok.any() and np.nanmin(out) < 0:
-        out[out < 0] = np.nan  # negative class ids are unknown
+        names = [str(x) for x in names]
+        lookup = {x: i for i, x in enumerate(names)}
+        shown = names if len(names) <= 10 else names[:10] + ["..."]
+        for i in np.flatnonzero(~blank):
+            t, v = text[i], numeric[i]
+            if t in lookup:
+                out[i] = lookup[t]
+            elif is_num[i] and not float(v).is_integer():
+                reasons[int(i)] = not_integer(int(i))
+            elif is_num[i] and 0 <= int(v) < len(names):
+                out[i] = int(v)
+            else:
+                reasons[int(i)] = f"unknown {what} {t!r} (classes: {shown})"
+        return out, names, reasons
+    if is_text.any() and is_num.any():
+        nums = sorted({text[i] for i in np.flatnonzero(is_num)})[:3]
+        words = sorted({text[i] for i in np.flatnonzero(is_text)})[:3]
+        raise SpurAuditError(
+            f"the {what} column {column!r} mixes class indices and class names (numbers such as "
+            f"{', '.join(map(repr, nums))}; text such as {', '.join(map(repr, words))}): it is ambiguous whether "
+            f"{nums[0]!r} is an index or a name. Fix: write every {what} as a name or every one as an index "
+            + ("0..K-1, or give the class names (class_names=[...]) so numbers are read as indices into them"
+               if what == "label" else "0..K-1"))
+    if is_text.any():
+        uniq = sorted({text[i] for i in np.flatnonzero(is_text)})
+        lookup = {x: i for i, x in enumerate(uniq)}
+        for i in np.flatnonzero(is_text):
+            out[i] = lookup[text[i]]
+        return out, uniq, reasons
+    for i in np.flatnonzero(is_num):
+        v = float(numeric[i])
+        if not v.is_integer():
+            reasons[int(i)] = not_integer(int(i))
+        elif v < 0:
+            if what == "label":  # (a negative bias value is "unknown", the manifest convention)
+                reasons[int(i)] = f"unknown {what} {text[i]!r} (class indices start at 0)"
+        else:
+            out[i] = int(v)
     k = int(np.nanmax(out)) + 1 if (~np.isnan(out)).any() else 0
-    return out, [str(i) for i in range(k)]
+    return out, [str(i) for i in range(k)], reasons
 
 
 # ---------------------------------------------------------------------------- ImageFolder
@@ -271,30 +307,28 @@ def load_csv(path: str | Path, *, root: str | Path | None = None, path_col: str 
         listed = ", ".join(f"{k}={v!r}" for k, v in missing.items())
         raise SpurAuditError(f"{csv_path} has no column(s) {listed}; its columns are {list(table.columns)}. "
                              "Name the right ones with --path-col / --label-col / --bias-col / --split-col")
-    labels, names = _encode(table[label_col], class_names, "label")
-    df = pd.DataFrame({"sample_id": np.arange(len(table), dtype=np.int64),
-                       "path": [_relative_path(v, root_dir) if pd.notna(v) else "" for v in table[path_col]],
-                       "label": labels})
-    known_bad: list[dict] = []
-    bad_label = np.isnan(labels)
-    for i in np.flatnonzero(bad_label):
-        shown = names if len(names) <= 10 else names[:10] + ["..."]
-        known_bad.append({"sample_id": int(i), "path": df["path"].iat[i],
-                          "reason": f"unknown label {table[label_col].iat[i]!r} (classes: {shown})"})
+    labels, names, label_reasons = _encode(table[label_col], class_names, "label", column=label_col)
+    paths = ["" if pd.isna(v) or not str(v).strip() else _relative_path(v, root_dir) for v in table[path_col]]
+    df = pd.DataFrame({"sample_id": np.arange(len(table), dtype=np.int64), "path": paths, "label": labels})
+    reasons: dict[int, str] = {i: "empty path" for i, p in enumerate(paths) if p == ""}   # one reason a row
+    for i, why in label_reasons.items():
+        reasons.setdefault(i, why)
     attrs: dict = {}
     if split_col is not None:
         split = [_norm_split(v) for v in table[split_col]]
         for i, s in enumerate(split):
-            if s is None and not bad_label[i]:
-                known_bad.append({"sample_id": i, "path": df["path"].iat[i],
-                                  "reason": f"unknown split {table[split_col].iat[i]!r} (use train/val/test or 0/1/2)"})
+            if s is None:
+                reasons.setdefault(i, f"unknown split {table[split_col].iat[i]!r} (use train/val/test or 0/1/2)")
         df["split"] = [s or "?" for s in split]
     else:
         df["split"] = "train"
     bias_names = None
     if bias_col is not None:
-        bias, bias_names = _encode(table[bias_col], None, "bias")
+        bias, bias_names, bias_reasons = _encode(table[bias_col], None, "bias value", column=bias_col, blank_ok=True)
+        for i, why in bias_reasons.items():
+            reasons.setdefault(i, why)
         df["bias"] = np.where(np.isnan(bias), -1, bias).astype(np.int64)
+    known_bad: list[dict] = [{"sample_id": int(i), "path": paths[i], "reason": reasons[i]} for i in sorted(reasons)]
     bad_ids = {b["sample_id"] for b in known_bad}
     df = df[~df["sample_id"].isin(bad_ids)].reset_index(drop=True)
     df["label"] = df["label"].astype(np.int64)

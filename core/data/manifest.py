@@ -41,6 +41,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
@@ -230,9 +232,6 @@ class Manifest:
             self.df.to_csv(path, index=False)
             Path(str(path) + ".json").write_text(meta)
             return path
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         table = pa.Table.from_pandas(self.df, preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: meta.encode()})
         pq.write_table(table, path)
@@ -250,8 +249,6 @@ class Manifest:
             side = Path(str(path) + ".json")
             meta = json.loads(side.read_text()) if side.is_file() else {}
         else:
-            import pyarrow.parquet as pq
-
             table = pq.read_table(path)
             raw = (table.schema.metadata or {}).get(METADATA_KEY)
             meta = json.loads(raw.decode()) if raw else {}
@@ -347,7 +344,8 @@ class Manifest:
                  progress: ProgressFn | None = None, known_bad: list[dict] | None = None) -> list[dict]:
         """Check every row; return the bad ones as dicts ``{sample_id, path, label, reason}``.
 
-        Checks: path inside ``root`` (no absolute paths, no ``..``), file exists, image readable
+        Checks: path not empty and inside ``root`` (no absolute paths, no ``..``, and after resolving
+        symbolic links — also with ``check_images=False``), file exists, image readable
         (PIL header + ``verify()``; skipped when ``check_images=False``), label in 0..K-1, split in
         train/val/test, unique ``sample_id``, no empty class.
 
@@ -367,15 +365,20 @@ class Manifest:
         k = self.num_classes
         n = len(df)
         step = max(1, n // 100)
+        outside = _Confinement(self.root)
         for i, (sid, rel, label, split) in enumerate(zip(df["sample_id"], df["path"], df["label"], df["split"])):
             reason = None
             p = PurePosixPath(str(rel).replace("\\", "/"))
-            if p.is_absolute() or os.path.isabs(str(rel)) or ".." in p.parts or str(rel) in ("", "."):
+            if str(rel).strip() in ("", ".", "nan"):
+                reason = "empty path"
+            elif p.is_absolute() or os.path.isabs(str(rel)) or ".." in p.parts:
                 reason = f"path outside the dataset root {self.root}"
             elif pd.isna(label) or float(label) != int(float(label)) or not 0 <= int(label) < k:
                 reason = f"unknown label {label!r} (classes are 0..{k - 1}: {self.class_names[:10]})"
             elif split not in SPLIT_NAMES:
                 reason = f"unknown split {split!r} (valid: {', '.join(SPLIT_NAMES)})"
+            elif (target := outside(str(rel))) is not None:
+                reason = f"path outside the dataset root {self.root} (a symbolic link to {target})"
             else:
                 full = self.root / str(rel)
                 if not full.is_file():
@@ -422,6 +425,33 @@ class Manifest:
         self.class_names = [self.class_names[c] for c in kept]
         if "group" in self.df.columns:
             self.df = self.df.drop(columns=["group"])
+
+
+class _Confinement:
+    """``outside(rel)``: where ``root/rel`` really points when that is outside ``root`` after resolving
+    symbolic links (a linked file or any linked folder on the way), else None. Folders are resolved once
+    each, so a million rows cost about one ``lstat`` each."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.path.realpath(root)
+        self._dirs: dict[str, str | None] = {}
+
+    def _escapes(self, real: str) -> bool:
+        return not (real == self.root or real.startswith(self.root.rstrip(os.sep) + os.sep))
+
+    def __call__(self, rel: str) -> str | None:
+        full = os.path.join(self.root, rel)
+        parent = os.path.dirname(full)
+        if parent not in self._dirs:
+            real = os.path.realpath(parent)
+            self._dirs[parent] = real if self._escapes(real) else None
+        if self._dirs[parent] is not None:
+            return self._dirs[parent]
+        if os.path.islink(full):
+            real = os.path.realpath(full)
+            if self._escapes(real):
+                return real
+        return None
 
 
 def _bad_rows_message(bad: list[dict], root: Path) -> str:

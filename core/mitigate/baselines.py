@@ -19,13 +19,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.config import config_from_mapping
 from core.device import resolve_device
 from core.errors import SpurAuditError
-from core.mitigate.common import (IndexSampler, MitigationData, MitigationResult, check_training_options,
-                                  default_model, finish_result, fit, fresh_copy, lambda_up_for_fraction,
-                                  oversample_weights, params_dict, register_method, set_seed)
+from core.mitigate.data import MitigationData, MitigationResult, params_dict
+from core.mitigate.dcwp import prune_weights
+from core.mitigate.metrics import finish_result
 from core.mitigate.mining import MiningConfig, MiningResult, mine_conflicting
-from core.progress import ProgressFn, null_progress, sub_progress
+from core.mitigate.registry import register_method
+from core.mitigate.training import (IndexSampler, check_training_options, default_model, fit, fresh_copy,
+                                    lambda_up_for_fraction, oversample_weights, set_seed, state_copy)
+from core.models.gates import masks_of, sparsity_of_masks
+from core.progress import ProgressFn, sub_progress
 
 
 def _check_train(iterations: int, batch_size: int, lr: float, name: str) -> None:
@@ -76,7 +81,7 @@ def run_erm(data: MitigationData, *, base_model: nn.Module | None = None, config
     started = time.perf_counter()
     set_seed(seed)
     model = _fresh(data, base_model, config.arch, seed)
-    init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    init_state = state_copy(model)
     history: list[dict] = []
     selector = fit(model, data, iterations=config.iterations, batch_size=config.batch_size, lr=config.lr,
                    weight_decay=config.weight_decay, eval_every=config.eval_every, select=config.select,
@@ -109,7 +114,7 @@ class JTTConfig:
     def __post_init__(self) -> None:
         check_training_options(augment_shift=self.augment_shift)
         if isinstance(self.identification, dict):
-            self.identification = MiningConfig(**self.identification)
+            self.identification = config_from_mapping(MiningConfig, self.identification, what="jtt.identification")
         _check_train(self.iterations, self.batch_size, self.lr, "JTT")
         if self.lambda_up is not None and self.lambda_up <= 0:
             raise SpurAuditError("JTT lambda_up must be > 0 (or None)")
@@ -182,16 +187,13 @@ def run_mrm(data: MitigationData, *, base_model: nn.Module | None = None, config
     None = a fresh seeded initialisation. Without a base model, an ERM model is pretrained first from a
     seeded init (whose weights are then the reset target).
     """
-    from core.mitigate.dcwp import prune_weights
-    from core.models.gates import masks_of, sparsity_of_masks
-
     config = config or MRMConfig()
     dev = resolve_device(device)
     started = time.perf_counter()
     set_seed(seed)
     if base_model is None:
         model = default_model(data, seed=seed)
-        init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        init_state = state_copy(model)
         fit(model, data, iterations=config.pretrain_iterations, batch_size=config.batch_size, select=False,
             device=dev, seed=seed, stage="pretrain", progress=sub_progress(progress, 0.0, 0.2))
     else:

@@ -1,6 +1,6 @@
 """Compare mitigation methods, and sweep one parameter of one method.
 
-`compare` runs several registered methods (`core.mitigate.common.METHODS`: erm, jtt, mrm, dcwp,
+`compare` runs several registered methods (`core.mitigate.registry.METHODS`: erm, jtt, mrm, dcwp,
 head-tuning, error-tuning, ffw, ...) on the same data and base model, over several seeds, and returns
 a `ComparisonResult`: one row per (method, seed) with the test metrics every run reports (selection
 happened on val inside each method; test is only read from the finished results), a summary table
@@ -24,9 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 from torch import nn
 
+from core.audit.gaps import GapConfig, spurious_gaps
+from core.device import resolve_device
 from core.errors import SpurAuditError
+from core.mitigate.data import SPLITS
+from core.mitigate.metrics import evaluate_model, model_outputs
+from core.mitigate.registry import get_method
 from core.progress import ProgressFn, null_progress, sub_progress
 
 __all__ = ["ComparisonResult", "SweepResult", "compare", "sweep", "comparison_figure", "sweep_figure",
@@ -141,9 +148,6 @@ class ComparisonResult:
 def comparison_figure(result: ComparisonResult):
     """Bars of the main test metrics per method (error bars = std over seeds); with per-class gaps, a
     second panel of gap per class for every method (the base model is "vanilla" = before)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     has_gaps = len(result.gaps) > 0
     fig = make_subplots(rows=2 if has_gaps else 1, cols=1, vertical_spacing=0.15,
                         subplot_titles=(f"metrics on {result.split} (%)",
@@ -167,9 +171,6 @@ def comparison_figure(result: ComparisonResult):
 
 
 def _gaps_of(ranking, model: nn.Module, x, *, device, method: str) -> tuple[pd.DataFrame, float]:
-    from core.audit.gaps import GapConfig, spurious_gaps
-    from core.mitigate.metrics import model_outputs
-
     logits, _ = model_outputs(model, x, device=device)
     res = spurious_gaps(ranking, logits.argmax(1), config=GapConfig(n_boot=0))
     df = res.per_class[["class_index", "n", "k", "acc_high", "acc_low", "gap"]].copy()
@@ -183,16 +184,13 @@ def compare(data, base_model: nn.Module, methods: Sequence[str], *, seeds: Itera
     """Run ``methods`` × ``seeds`` on ``data`` from ``base_model`` and tabulate the ``split`` metrics.
 
     Args:
-        data: `core.mitigate.common.MitigationData`.
+        data: `core.mitigate.data.MitigationData`.
         base_model: the trained model every method starts from (each run gets a deep copy).
-        methods: registry names (`core.mitigate.common.get_method` validates them).
+        methods: registry names (`core.mitigate.registry.get_method` validates them).
         seeds: run seeds. configs: method name -> config dict (missing = the method's defaults).
         ranking: optional `SpuriosityResult` of the ``split`` rows (row-aligned) for per-class gaps.
         split: the reported split ("test"; methods select on val themselves).
     """
-    from core.device import resolve_device
-    from core.mitigate.common import SPLITS, evaluate_model, get_method
-
     progress = progress or null_progress
     methods = [str(m) for m in methods]
     seeds = [int(s) for s in seeds]
@@ -309,9 +307,6 @@ class SweepResult:
 def sweep_figure(result: SweepResult):
     """Two panels: unbiased accuracy vs sparsity, and unbiased accuracy vs bias decodability, one
     marker per swept value (labelled), mean over seeds."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     s = result.summary
     fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy vs sparsity", "accuracy vs bias decodability"))
     acc = 100 * s["unbiased_accuracy_mean"].where(s["unbiased_accuracy_mean"].notna(), s["accuracy_mean"])
@@ -331,9 +326,6 @@ def sweep(data, base_model: nn.Module, method: str, param: str, values: Sequence
           seeds: Iterable[int] = (0,), config: Mapping[str, Any] | None = None, split: str = "test",
           device: str = "auto", progress: ProgressFn | None = None) -> SweepResult:
     """Run ``method`` for each value of ``config[param]`` (and each seed); tabulate the ``split`` metrics."""
-    from core.device import resolve_device
-    from core.mitigate.common import evaluate_model, get_method
-
     progress = progress or null_progress
     fn = get_method(method)
     values = list(values)

@@ -31,13 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.config import config_from_mapping
 from core.device import resolve_device
 from core.errors import SpurAuditError
-from core.mitigate.common import (IndexSampler, MitigationData, MitigationResult, check_training_options,
-                                  finish_result, fit, lambda_up_for_fraction, oversample_weights, params_dict,
-                                  quick_val_metrics, random_shift, register_method, set_seed)
+from core.mitigate.data import MitigationData, MitigationResult, params_dict
+from core.mitigate.metrics import finish_result, quick_val_metrics
 from core.mitigate.mining import MiningConfig, MiningResult, mine_conflicting
+from core.mitigate.registry import register_method
 from core.mitigate.supcon import debiased_supcon_loss
+from core.mitigate.training import (BatchSource, IndexSampler, check_training_options, default_model, fit,
+                                    lambda_up_for_fraction, oversample_weights, set_seed)
+from core.models.gates import GateConfig, GatedModel, masks_of, sparsity_of_masks
 from core.progress import ProgressFn, null_progress, sub_progress
 
 
@@ -64,6 +68,7 @@ class DCWPConfig:
     mining: the bias-capturing model (ignored when a `MiningResult` is passed to `run_dcwp`).
     """
 
+    # budgets and optimisers of the two stages
     prune_iterations: int = 2000
     finetune_iterations: int = 1000
     batch_size: int = 256
@@ -71,15 +76,21 @@ class DCWPConfig:
     finetune_lr: float = 1e-2
     finetune_optimizer: str = "sgd"
     finetune_weight_decay: float = 1e-4
+
+    # the loss: sparsity, oversampling of mined samples, alignment
     lambda_sparse: float = 1e-8
     lambda_up: float | None = None
     prune_lambda_up: float | None = 80.0
     lambda_align: float = 0.05
     align_aligned_term: bool = True
     temperature: float = 0.07
+
+    # the masks
     tau: float = 1.0
     mask_init: float = 1.5
     gumbel_input: str = "sigmoid"
+
+    # augmentation, evaluation, the base model and the bias-capturing model
     augment_shift: int = 0
     eval_every: int = 100
     prune_eval_every: int = 0
@@ -88,7 +99,7 @@ class DCWPConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.mining, dict):
-            self.mining = MiningConfig(**self.mining)
+            self.mining = config_from_mapping(MiningConfig, self.mining, what="dcwp.mining")
         if self.prune_iterations < 0 or self.finetune_iterations < 0 or self.pretrain_iterations < 0:
             raise SpurAuditError("DCWP iteration counts must be >= 0")
         if self.batch_size < 2:
@@ -141,15 +152,10 @@ def prune_weights(model: nn.Module, data: MitigationData, *, iterations: int, lr
     BatchNorm layers run in train mode (batch statistics, running statistics updated) while masks are
     sampled.
     """
-    from core.models.gates import GateConfig, GatedModel
-
     progress = progress or null_progress
     gated = GatedModel(model, GateConfig(kind="dcwp", init=float(mask_init), tau=float(tau), gumbel_input=gumbel_input)).to(device)
     opt = torch.optim.Adam(gated.gate_parameters(), lr=lr)
-    x_train, y_train = data.x_train, data.y_train
-    on_cpu = device.type == "cpu"
-    if not on_cpu:
-        x_train, y_train = x_train.to(device), y_train.to(device)
+    batches = BatchSource(data, sampler, device=device, augment_shift=augment_shift)
     every = eval_every if eval_every > 0 else max(iterations, 1)
     inner = gated.model
     gated.train()
@@ -158,12 +164,8 @@ def prune_weights(model: nn.Module, data: MitigationData, *, iterations: int, lr
     step_wall = step_cpu = 0.0
     for step in range(1, iterations + 1):
         w0, c0 = time.perf_counter(), time.process_time()
-        idx = sampler.next()
-        gidx = idx if on_cpu else idx.to(device)
-        xb = x_train[gidx]
-        if augment_shift > 0:
-            xb = random_shift(xb, augment_shift, generator=sampler.generator)
-        task = loss_fn(inner, xb, y_train[gidx], idx)
+        idx, xb, yb = batches.next()
+        task = loss_fn(inner, xb, yb, idx)
         reg = gated.regularizer()
         loss = task + lambda_sparse * reg
         opt.zero_grad(set_to_none=True)
@@ -195,8 +197,6 @@ def _pretrained_copy(data: MitigationData, base_model: nn.Module | None, *, iter
         for p in model.parameters():
             p.requires_grad_(True)
         return model.to(device)
-    from core.mitigate.common import default_model
-
     model = default_model(data, seed=seed)
     fit(model, data, iterations=iterations, batch_size=batch_size, device=device, seed=seed, select=False,
         stage="pretrain", progress=progress)
@@ -256,8 +256,6 @@ def run_dcwp(data: MitigationData, *, base_model: nn.Module | None = None, confi
                    loss_fn=loss_fn, eval_every=config.eval_every, select=True, eval_at_start=True, device=dev, seed=seed,
                    stage="finetune", history=history, progress=sub_progress(progress, 0.7, 0.95))
     finetune_s = time.perf_counter() - t1
-    from core.models.gates import masks_of, sparsity_of_masks
-
     masks = masks_of(model)
     result = finish_result(
         method="dcwp", model=model, data=data, params=params_dict(config, seed=seed, lambda_up_used=lambda_up, prune_lambda_up_used=prune_up),

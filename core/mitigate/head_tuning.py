@@ -39,11 +39,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.audit.spuriosity import SpuriosityResult, class_score_order
+from core.audit.gaps import slice_k
+from core.audit.spuriosity import SpuriosityResult, class_score_order, compute_spuriosity
 from core.config import config_from_mapping
 from core.device import resolve_device
 from core.errors import SpurAuditError, check_choice
-from core.mitigate.common import MitigationResult, finish_result, register_method
+from core.mitigate.data import MitigationResult
+from core.mitigate.metrics import finish_result, model_outputs
+from core.mitigate.registry import register_method
 from core.models.linear import fit_linear
 from core.models.optim import make_optimizer
 from core.progress import ProgressFn, null_progress, sub_progress
@@ -152,8 +155,6 @@ class GapSlices:
     ``spurious_gaps(...).pooled["gap"]``)."""
 
     def __init__(self, ranking, *, k: int | None = None, max_k: int = 100) -> None:
-        from core.audit.gaps import slice_k
-
         low, high = [], []
         skip = set(ranking.classes_without_spurious)
         for c in range(ranking.num_classes):
@@ -306,8 +307,6 @@ def spurious_features_from_bias(features: np.ndarray, labels: np.ndarray, aligne
 def _cached_features(model: nn.Module, data: Any, split: str, dev: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """(logits (N, K), features (N, D)) of a split: ``data.features_<split>`` (+ ``data.logits_<split>``)
     when the caller already has them (e.g. the workspace feature store), else one backbone pass."""
-    from core.mitigate.metrics import model_outputs
-
     feats = getattr(data, f"features_{split}", None)
     if feats is not None:
         feats = np.asarray(feats, dtype=np.float32)
@@ -320,8 +319,6 @@ def _cached_features(model: nn.Module, data: Any, split: str, dev: torch.device)
 def _spuriosity(data: Any, config: HeadTuningConfig, *, model: nn.Module, feats: dict[str, np.ndarray],
                 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """(train scores (N_train,), val scores (N_val,), info) following the module docstring's order."""
-    from core.audit.spuriosity import compute_spuriosity
-
     y_tr, y_val = data.y_train.numpy(), data.y_val.numpy()
     source = config.spuriosity_source
     given_tr = config.spuriosity if config.spuriosity is not None else getattr(data, "spuriosity_train", None)
@@ -440,7 +437,7 @@ def run_head_tuning(data: Any, *, base_model: nn.Module, config: HeadTuningConfi
                     progress: ProgressFn | None = None) -> MitigationResult:
     """Low-spuriosity head tuning of ``base_model`` (only ``head`` changes; the encoder is untouched).
 
-    ``data``: `core.mitigate.common.MitigationData` (train/val needed; test only for reporting);
+    ``data``: `core.mitigate.data.MitigationData` (train/val needed; test only for reporting);
     optional attributes ``spuriosity_train``/``spuriosity_val`` ((N,) arrays) and
     ``features_train``/``features_val`` (cached (N, D) features). Returns a ``MitigationResult``
     ("head-tuning") whose metrics add ``val_gap_before``/``val_gap_after`` (pooled val spurious gaps,

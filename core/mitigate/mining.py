@@ -22,8 +22,10 @@ from torch import nn
 
 from core.device import resolve_device
 from core.errors import SpurAuditError, check_choice
-from core.mitigate.common import (IndexSampler, MitigationData, default_model, fit, fresh_copy, set_seed)
+from core.mitigate.data import MitigationData
 from core.mitigate.metrics import model_outputs
+from core.mitigate.training import IndexSampler, default_model, fit, fresh_copy, set_seed
+from core.models.losses import gce_loss
 from core.progress import ProgressFn, null_progress
 
 MINING_METHODS = ("gce", "erm")
@@ -124,8 +126,6 @@ def mine_conflicting(data: MitigationData, *, config: MiningConfig | None = None
     model = fresh_copy(base_model, seed=seed + 1000) if base_model is not None else \
         default_model(data, arch=config.arch, seed=seed + 1000)
     if config.method == "gce":
-        from core.models.losses import gce_loss
-
         q = float(config.q)
 
         def loss_fn(m, xb, yb, idx):

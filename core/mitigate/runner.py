@@ -4,21 +4,23 @@
 kind call. It
 
 1. checks the dataset and model exist, records a run (``ws.add_run``, status "running");
-2. loads every split into memory (`MitigationData.from_manifest`; further bias columns of the manifest,
-   e.g. multi-color-mnist's ``bias_right``, become ``data.extra_bias`` = {column: {split: (N,) int64}},
-   which FFW hides too) and the model checkpoint;
-3. when the audit saved spuriosity rankings of train and val (`core.audit.pipeline.load_rankings`),
+2. loads every split into memory (`MitigationData.from_manifest` with ``extra_bias=True``: further bias
+   columns of the manifest, e.g. multi-color-mnist's ``bias_right``, become ``data.extra_bias`` =
+   {column: {split: (N,) int64}}, which FFW hides too) and the model checkpoint;
+3. when the audit saved spuriosity rankings of train and val (`core.audit.artifacts.load_rankings`),
    passes them to head tuning / error tuning as their spuriosity arrays (unless the config gives some);
-4. runs the method (`core.mitigate.common.get_method`), saves ``runs/<id>/model.pt``
+4. runs the method (`core.mitigate.registry.get_method`), saves ``runs/<id>/model.pt``
    (`core.models.checkpoints.export_masked_model`: weights with pruned entries zeroed + binary masks), ``metrics.json``,
    ``history.json``, ``config.json``, and — when a ranking of the test (else val) split exists —
    per-class spurious gaps of the model before and after (``gaps.json``; pooled gaps in the metrics);
-5. marks the run "done" with its metrics and artifacts, or "failed" with the error (then re-raises).
+5. marks the run "done" with its metrics and artifacts, or "failed" with the error (then re-raises);
+   while it works the run is owned and beats (`core.runs.track_run`), so a killed process leaves a run
+   that `core.runs.reconcile_runs` marks failed.
 
 `run_comparison` does the same for `core.mitigate.compare.compare` / `sweep` (one run of method
 "compare" or "sweep" with the table, Markdown and figure as artifacts).
 
-Job kinds (``core.jobs``): ``"mitigate"`` with params {dataset, model, method, config, seed, device}
+Job kinds (`core.mitigate.jobs`): ``"mitigate"`` with params {dataset, model, method, config, seed, device}
 and ``"compare"`` with params {dataset, model, methods, seeds, configs, sweep, device}.
 """
 from __future__ import annotations
@@ -26,58 +28,42 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 
+from core.audit.gaps import GapConfig, spurious_gaps
+from core.audit.artifacts import load_rankings
+from core.data import load_manifest
+from core.device import resolve_device
 from core.errors import SpurAuditError
+from core.mitigate.compare import compare, parse_sweep
+from core.mitigate.compare import sweep as run_sweep
+from core.mitigate.data import MitigationData
+from core.mitigate.metrics import model_outputs
+from core.mitigate.registry import check_config, get_method
+from core.models.checkpoints import export_masked_model, load_model
 from core.progress import ProgressFn, null_progress, sub_progress
+from core.runs import track_run
 from core.serialize import to_plain
 
 # run records store strict JSON (NaN -> null) and summarise large arrays instead of listing them
 _RUN_JSON = dict(nan_as_none=True, summarize_over=64)
 
-__all__ = ["run_mitigation", "run_comparison", "load_data", "load_ranking", "METHOD_CHOICES"]
-
-# names the CLI offers (the registry may hold more)
-METHOD_CHOICES = ("head-tuning", "error-tuning", "dcwp", "ffw", "jtt", "mrm", "erm")
+__all__ = ["run_mitigation", "run_comparison", "load_data", "load_ranking"]
 
 
-def load_data(ws, dataset: str, *, progress: ProgressFn | None = None):
+def load_data(ws, dataset: str, *, progress: ProgressFn | None = None) -> MitigationData:
     """`MitigationData` of a workspace dataset; extra bias columns go to ``data.extra_bias``."""
-    from core.data import load_manifest
-    from core.mitigate.common import MitigationData
-
-    manifest = load_manifest(ws, dataset)
-    data = MitigationData.from_manifest(manifest, progress=progress)
-    extra: dict[str, dict[str, torch.Tensor]] = {}
-    main = manifest.bias
-    for col in getattr(manifest, "bias_columns", None) or []:
-        if col == "bias" or col not in manifest.df.columns:
-            continue
-        values = manifest.bias_values(col)
-        if main is not None and np.array_equal(values, main):
-            continue   # the same attribute as `bias` (e.g. bias_left on multi-color-mnist)
-        extra[col] = {}
-        for split in ("train", "val", "test"):
-            if data.has_split(split):
-                extra[col][split] = torch.from_numpy(manifest.split(split).bias_values(col).copy())
-    data.extra_bias = extra
-    return data
+    return MitigationData.from_manifest(load_manifest(ws, dataset), extra_bias=True, progress=progress)
 
 
 def load_ranking(ws, dataset: str, model: str, split: str):
     """The saved spuriosity ranking of (dataset, model, split), or None when the audit has none."""
     try:
-        from core.audit.pipeline import load_rankings
-
         return load_rankings(ws, dataset, model, split)
-    except (SpurAuditError, ImportError, FileNotFoundError, KeyError):
+    except (SpurAuditError, FileNotFoundError, KeyError):
         return None
 
 
 def _gap_table(ranking, model, x, device) -> tuple[list[dict], dict]:
-    from core.audit.gaps import GapConfig, spurious_gaps
-    from core.mitigate.metrics import model_outputs
-
     logits, _ = model_outputs(model, x, device=device)
     res = spurious_gaps(ranking, logits.argmax(1), config=GapConfig(n_boot=200, seed=0))
     per = res.per_class[["class_index", "n", "k", "acc_high", "acc_low", "gap", "ci_low", "ci_high"]]
@@ -95,11 +81,6 @@ def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping
     names and invalid options (before any data is loaded or run recorded); a method failing later marks
     the run "failed" and re-raises.
     """
-    from core.device import resolve_device
-    from core.mitigate.common import check_config, get_method
-    from core.models.checkpoints import export_masked_model
-    from core.models.checkpoints import load_model
-
     progress = progress or null_progress
     config = dict(config or {})
     ws.get_dataset(dataset)            # SpurAuditError listing known datasets
@@ -110,7 +91,7 @@ def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping
     run_id = ws.add_run(method=method, dataset=dataset, model=model,
                         params={"config": to_plain(config, **_RUN_JSON), "seed": int(seed), "device": str(device)})
     rel = ws.run_dir(run_id) if hasattr(ws, "run_dir") else f"runs/{run_id}"
-    try:
+    with track_run(ws, run_id):  # owner + heartbeat; an exception marks the run failed/cancelled, re-raised
         progress(0.0, "loading data")
         data = load_data(ws, dataset, progress=sub_progress(progress, 0.0, 0.1))
         base = load_model(model_rec.checkpoint, device="cpu").eval()
@@ -153,10 +134,6 @@ def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping
         ws.update_run(run_id, status="done", metrics=metrics, artifacts=artifacts)
         progress(1.0, f"run {run_id} done")
         return run_id
-    except BaseException as exc:  # record the failure (also on cancel), then propagate
-        ws.update_run(run_id, status="cancelled" if isinstance(exc, KeyboardInterrupt) or
-                      type(exc).__name__ == "JobCancelled" else "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
 
 
 def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (), seeds: Sequence[int] = (0,),
@@ -165,12 +142,6 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
     """`compare` (``methods``) or, with ``sweep="param=v1,v2"``, `sweep` of the single method in
     ``methods``; recorded as one run (method "compare" or "sweep"); returns its id. Artifacts:
     comparison.json/.md + figure.json (or sweep.json/.md + sweep_figure.json)."""
-    from core.device import resolve_device
-    from core.mitigate.common import check_config
-    from core.mitigate.compare import compare, parse_sweep
-    from core.mitigate.compare import sweep as run_sweep
-    from core.models.checkpoints import load_model
-
     progress = progress or null_progress
     methods = [m for m in methods]
     if not methods:
@@ -180,6 +151,9 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
     if sweep and len(methods) != 1:
         raise SpurAuditError("a sweep varies one parameter of one method: give exactly one method with --sweep")
     sweep_spec = parse_sweep(sweep) if sweep else None
+    if sweep_spec:  # each swept value is an option value too: refused before anything is recorded
+        for value in sweep_spec[1]:
+            check_config(methods[0], {**dict((configs or {}).get(methods[0]) or {}), sweep_spec[0]: value})
     ws.get_dataset(dataset)
     model_rec = ws.get_model(model)
     dev = resolve_device(device)
@@ -188,7 +162,7 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
                         params=to_plain({"methods": methods, "seeds": list(seeds), "configs": dict(configs or {}),
                                           "sweep": sweep, "device": str(device)}, **_RUN_JSON))
     rel = f"runs/{run_id}"
-    try:
+    with track_run(ws, run_id):  # owner + heartbeat; an exception marks the run failed/cancelled, re-raised
         data = load_data(ws, dataset, progress=sub_progress(progress, 0.0, 0.1))
         base = load_model(model_rec.checkpoint, device="cpu").eval()
         if sweep_spec:
@@ -206,7 +180,3 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
         ws.update_run(run_id, status="done", metrics=metrics, artifacts=artifacts)
         progress(1.0, f"run {run_id} done")
         return run_id
-    except BaseException as exc:
-        ws.update_run(run_id, status="cancelled" if isinstance(exc, KeyboardInterrupt) or
-                      type(exc).__name__ == "JobCancelled" else "failed", error=f"{type(exc).__name__}: {exc}")
-        raise

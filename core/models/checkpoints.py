@@ -3,7 +3,9 @@ checkpoints (save / load / from a workspace record), and masked (pruned) model e
 
 * `torch_load` is the one reader (``weights_only=True``; every failure is a `SpurAuditError`).
 * `extract_state_dict`, `strip_prefix`, `load_state_dict_checked`: foreign weights into a model, with
-  missing/unexpected keys listed.
+  missing/unexpected keys listed; `load_weights_into` (a SpurAudit checkpoint or plain state dict of the
+  same architecture, the ``pretrained=`` of the small builders); `is_checkpoint_path` (is a
+  ``pretrained=`` value a file path rather than a library weights tag?).
 * `model_checkpoint` / `save_model` / `load_model` / `model_from_checkpoint`: the ``spuraudit-model``
   format (``format``, ``version``, ``arch``, ``config``, ``num_classes``, ``feature_dim``,
   ``has_spatial_map``, ``state_dict``, ``extra``), rebuilt through the registry with no other information.
@@ -13,6 +15,7 @@ checkpoints (save / load / from a workspace record), and masked (pruned) model e
 """
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -24,6 +27,7 @@ from core.device import resolve_device
 from core.errors import SpurAuditError
 from core.models.audit_model import AuditModel
 from core.models.gates import apply_masks, masked_state
+from core.models.registry import build_model
 from core.serialize import to_plain
 
 CHECKPOINT_FORMAT = "spuraudit-model"
@@ -113,6 +117,24 @@ def load_state_dict_checked(module: nn.Module, state_dict: Mapping[str, Any], *,
     module.load_state_dict(state_dict, strict=True)
 
 
+def is_checkpoint_path(value: Any) -> bool:
+    """Whether a ``pretrained=`` value names a file (a `Path`, an existing path, a string with a ``/`` or a
+    checkpoint suffix) rather than a library weights tag such as ``"DEFAULT"``."""
+    if isinstance(value, Path):
+        return True
+    if not isinstance(value, str):
+        return False
+    return os.path.exists(os.path.expanduser(value)) or "/" in value or value.endswith((".pt", ".pth", ".bin",
+                                                                                          ".safetensors", ".ckpt"))
+
+
+def load_weights_into(model: nn.Module, pretrained: str | Path) -> None:
+    """Load a SpurAudit checkpoint or a plain state dict of the same architecture (keys may carry a
+    ``module.`` prefix) from ``pretrained`` into ``model``; mismatches raise `SpurAuditError`."""
+    state = extract_state_dict(torch_load(pretrained))
+    load_state_dict_checked(model, strip_prefix(state, "module."), source=repr(str(pretrained)))
+
+
 def model_checkpoint(model: AuditModel, *, extra: Mapping[str, Any] | None = None) -> dict:
     """The dict `save_model` writes: format, version, arch, config, num_classes, feature_dim, state_dict, extra."""
     if not isinstance(model, AuditModel):
@@ -145,8 +167,6 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], *, device: str | torch.device
         raise SpurAuditError(
             f"{source} is not a SpurAudit model checkpoint (no 'format': {CHECKPOINT_FORMAT!r}); to use foreign "
             "weights, pass them as pretrained=PATH to build_model (e.g. arch 'resnet50' or 'robust-resnet50')")
-    from core.models.registry import build_model  # the registry's builders import this module (a cycle B removes)
-
     model = build_model(str(ckpt["arch"]), num_classes=int(ckpt["num_classes"]), pretrained=None,
                         **dict(ckpt.get("config") or {}))
     load_state_dict_checked(model, ckpt["state_dict"], source=source,
@@ -220,8 +240,6 @@ def load_masked_model(obj: dict, *, device: "str | torch.device" = "cpu") -> nn.
     if not isinstance(obj, dict) or obj.get("format") != MASKED_FORMAT:
         raise SpurAuditError("not a SpurAudit masked-model checkpoint; save it with "
                              "core.models.checkpoints.export_masked_model")
-    from core.models.registry import build_model  # see model_from_checkpoint
-
     model = build_model(obj["arch"], num_classes=int(obj["num_classes"]), **obj["config"])
     model.load_state_dict(obj["state_dict"])
     if obj["masks"]:

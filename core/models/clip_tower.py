@@ -4,6 +4,8 @@ Features = the CLIP image embedding (``model.visual(x)``, (B, embed_dim), before
 there is no spatial map (CLIP ResNets pool with attention and ViTs with a class token, so the
 embedding is not a global average of any conv map). Inputs in [0, 1] are resized to the tower's
 image size and normalised with CLIP's mean/std inside the model. Only the image tower is kept.
+Registered on import as the ``clip:`` family; open_clip (a heavy optional backend) is imported inside
+the builder.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from torch import nn
 
 from core.errors import SpurAuditError
 from core.models.audit_model import AuditModel
+from core.models.registry import register_model
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -39,6 +42,7 @@ def _normalize_from_transform(preprocess: Any) -> tuple[tuple[float, ...], tuple
     return None
 
 
+@register_model("clip:")
 def build_clip_model(*, name: str, num_classes: int, pretrained: str | Path | None = None,
                      **kwargs: Any) -> AuditModel:
     """Build ``clip:<name>`` with ``open_clip.create_model_and_transforms(name, pretrained=tag_or_path)``.

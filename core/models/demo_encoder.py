@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.data.mnist_source import load_mnist_digits
+from core.data.synthetic.textures import TextureComposer, assign_biases
 from core.device import resolve_device
 from core.errors import SpurAuditError
+from core.models.attacks import l2_pgd
+from core.models.audit_model import AuditModel
+from core.models.registry import register_model
 from core.progress import ProgressFn, null_progress
 
 ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "demo_encoder"
@@ -119,35 +124,22 @@ class DemoEncoder(nn.Module):
         return self.digit_head(f), self.texture_head(f)
 
 
-def l2_pgd(model: DemoEncoder, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, eps: float,
-           steps: int, texture_weight: float = 1.0) -> torch.Tensor:
-    """L2-PGD on the joint loss CE(digit) + w * CE(texture): ``steps`` steps of size 2.5 * eps / steps,
-    L2-normalised gradient per image, projected onto the eps-ball and clamped to [0, 1].
-    Starts at ``x`` (no random start). Returns detached adversarial images, same shape as ``x``."""
-    if eps <= 0 or steps <= 0:
-        return x.detach()
-    step = 2.5 * eps / steps
+def joint_l2_pgd(model: DemoEncoder, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, *, eps: float,
+                 steps: int, texture_weight: float = 1.0) -> torch.Tensor:
+    """`core.models.attacks.l2_pgd` on the joint loss CE(digit) + w * CE(texture), with BN in eval mode
+    while attacking (its statistics untouched; the mode is restored): ``steps`` steps of size
+    2.5 * eps / steps, projected onto the eps-ball and clamped to [0, 1], starting at ``x``.
+    Returns detached adversarial images, same shape as ``x``."""
+    def joint_loss(adv: torch.Tensor) -> torch.Tensor:
+        d_logits, t_logits = model(adv)
+        return F.cross_entropy(d_logits, y) + texture_weight * F.cross_entropy(t_logits, t)
+
     was_training = model.training
-    model.eval()  # BN in eval mode while attacking (statistics untouched)
-    delta = torch.zeros_like(x)
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        d_logits, t_logits = model(x + delta)
-        loss = F.cross_entropy(d_logits, y) + texture_weight * F.cross_entropy(t_logits, t)
-        (g,) = torch.autograd.grad(loss, delta)
-        gn = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        delta = delta.detach() + step * g / gn
-        dn = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-        delta = delta * torch.clamp(eps / dn.clamp_min(1e-12), max=1.0)
-        delta = (x + delta).clamp(0, 1) - x
-    model.train(was_training)
-    return (x + delta).detach()
-
-
-def _train_digits(seed: int):
-    from core.data.mnist_source import load_mnist_digits
-
-    return load_mnist_digits(seed=seed)
+    model.eval()
+    try:
+        return l2_pgd(joint_loss, x, eps=eps, steps=steps)
+    finally:
+        model.train(was_training)
 
 
 def unbiased_eval_set(*, n: int | None = None, seed: int = 0, split: str = "val",
@@ -155,9 +147,7 @@ def unbiased_eval_set(*, n: int | None = None, seed: int = 0, split: str = "val"
     """The ``split`` digits (first ``n`` if given) on uniformly drawn textures (rho = 0.1, exact),
     crops from the eval region, fixed ``seed``. Returns images (N, 3, 64, 64) float32, digit labels
     (N,) int64, texture labels (N,) int64 and masks (N, 64, 64) bool."""
-    from core.data.synthetic.textures import TextureComposer, assign_biases
-
-    digits = _train_digits(seed)
+    digits = load_mnist_digits(seed=seed)
     imgs, labels = digits.images[split], digits.labels[split]
     if n is not None:
         imgs, labels = imgs[:n], labels[:n]
@@ -188,14 +178,12 @@ def train_demo_encoder(config: DemoEncoderConfig | None = None, *, device: str |
     """Train the demo encoder (see module docstring). Returns the model (eval mode, on CPU) and a
     metrics dict: digit/texture accuracy on `unbiased_eval_set` (first ``eval_n`` val digits) plus a
     per-epoch history."""
-    from core.data.synthetic.textures import TextureComposer, assign_biases
-
     config = config or DemoEncoderConfig()
     config.validate()
     progress = progress or null_progress
     dev = resolve_device(device)
     torch.manual_seed(config.seed)
-    digits = _train_digits(config.seed)
+    digits = load_mnist_digits(seed=config.seed)
     tr_x, tr_y = digits.images["train"], digits.labels["train"]
     if config.n_train is not None:
         tr_x, tr_y = tr_x[:config.n_train], tr_y[:config.n_train]
@@ -225,8 +213,8 @@ def train_demo_encoder(config: DemoEncoderConfig | None = None, *, device: str |
             idx = perm[s * config.batch_size:(s + 1) * config.batch_size]
             xb, yb, tb = x_all[idx].to(dev), y_all[idx].to(dev), t_all[idx].to(dev)
             if adv:
-                xb = l2_pgd(model, xb, yb, tb, eps=eps, steps=config.pgd_steps,
-                            texture_weight=config.texture_weight)
+                xb = joint_l2_pgd(model, xb, yb, tb, eps=eps, steps=config.pgd_steps,
+                                  texture_weight=config.texture_weight)
             d_logits, t_logits = model(xb)
             loss = F.cross_entropy(d_logits, yb) + config.texture_weight * F.cross_entropy(t_logits, tb)
             opt.zero_grad(set_to_none=True)
@@ -287,9 +275,7 @@ def load_demo_encoder(path: str | Path = ASSET_DIR, *, device: str | torch.devic
         raise SpurAuditError(f"no demo encoder in {folder} (need {WEIGHTS_NAME} and {CONFIG_NAME}); "
                              "train one with `python benchmarks/audit_quality.py --train-encoder DIR`")
     meta = json.loads(cpath.read_text())
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(DemoEncoderConfig)}
+    known = {f.name for f in fields(DemoEncoderConfig)}
     raw = {k: v for k, v in dict(meta["config"]).items() if k in known}
     for k in ("widths", "pools"):
         raw[k] = tuple(raw[k])
@@ -311,17 +297,16 @@ NORM_MEAN = (0.4, 0.4, 0.4)
 NORM_STD = (0.25, 0.25, 0.25)
 
 
+@register_model("demo_cnn")
 def build_demo_cnn(*, num_classes: int, pretrained: str | Path | None = None,
                    input_pool: int = 2, widths: tuple[int, ...] = DemoEncoderConfig.widths,
-                   pools: tuple[int, ...] = DemoEncoderConfig.pools):
+                   pools: tuple[int, ...] = DemoEncoderConfig.pools) -> AuditModel:
     """Registry builder for arch ``demo_cnn``: the demo encoder's conv stack + a fresh linear head.
 
     ``pretrained``: a folder written by `save_demo_encoder` (``"shipped"`` = ``assets/demo_encoder``);
     its encoder weights are copied in (the head stays freshly initialised). The `AuditModel`'s
     ``feature_map`` is (B, widths[-1], 8, 8) for 64x64 inputs.
     """
-    from core.models.audit_model import AuditModel
-
     cfg = DemoEncoderConfig(input_pool=int(input_pool), widths=tuple(int(w) for w in widths),
                             pools=tuple(int(p) for p in pools))
     cfg.validate()
@@ -343,7 +328,7 @@ def build_demo_cnn(*, num_classes: int, pretrained: str | Path | None = None,
     return model
 
 
-def as_audit_model(encoder: DemoEncoder, *, num_classes: int = 10, head: str | None = None):
+def as_audit_model(encoder: DemoEncoder, *, num_classes: int = 10, head: str | None = None) -> AuditModel:
     """An `AuditModel` (arch ``demo_cnn``) sharing nothing with ``encoder`` but its weights (copied).
     ``head="digit"`` / ``"texture"`` copies that head in; None leaves a fresh head."""
     model = build_demo_cnn(num_classes=num_classes, input_pool=encoder.config.input_pool,
@@ -357,16 +342,6 @@ def as_audit_model(encoder: DemoEncoder, *, num_classes: int = 10, head: str | N
     return model.eval()
 
 
-def _register() -> None:
-    try:
-        from core.models.registry import MODEL_REGISTRY, register_model
-    except ImportError:  # registry not available: the DemoEncoder API still works
-        return
-    if "demo_cnn" not in MODEL_REGISTRY:
-        register_model("demo_cnn", build_demo_cnn)
-
-
-_register()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,8 +363,6 @@ def intervention_effects(model: nn.Module, digits: np.ndarray, labels: np.ndarra
     same background)|, both (D,) float arrays, from ``model.features`` (B, D).
     Returns {c: (swap, remove)}.
     """
-    from core.data.synthetic.textures import TextureComposer
-
     composer = composer or TextureComposer()
     out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     model.eval()

@@ -12,7 +12,6 @@ built on it.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -23,7 +22,7 @@ from torch import nn
 
 from core.device import resolve_device
 from core.errors import SpurAuditError, check_choice
-from core.models.optim import OPTIMIZERS, make_optimizer
+from core.models.optim import OPTIMIZERS, check_optimizer_options, make_optimizer
 from core.progress import ProgressFn, null_progress
 
 EpochFn = Callable[[int, float], bool | None]
@@ -119,10 +118,7 @@ class ProbeConfig:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         positive_int("epochs", self.epochs)
         positive_int("batch_size", self.batch_size)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SpurAuditError(f"lr must be a positive number, got {self.lr}")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise SpurAuditError(f"need weight_decay >= 0 and 0 <= momentum < 1, got {self.weight_decay}, {self.momentum}")
+        check_optimizer_options(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         return self
 
 

@@ -10,7 +10,8 @@ The spuriosity-ranking paper's encoder is the robustness library's adversarially
     module.normalizer.new_std  (3,1,1)   -> model normalisation std
     module.attacker.normalize.new_mean   -> dropped
 
-`convert_robustness_state_dict` does this conversion; `build_robust_resnet50` builds the model.
+`convert_robustness_state_dict` does this conversion; `build_robust_resnet50` builds the model (arch
+``robust-resnet50``, registered on import).
 """
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+import torchvision
 
 from core.errors import SpurAuditError
 from core.models.audit_model import AuditModel
 from core.models.checkpoints import extract_state_dict, load_state_dict_checked, torch_load
-from core.models.registry import IMAGENET_MEAN, IMAGENET_STD, wrap_torchvision_resnet
+from core.models.registry import register_model
+from core.models.resnet import IMAGENET_MEAN, IMAGENET_STD, wrap_torchvision_resnet
 
 
 def convert_robustness_state_dict(state: Mapping[str, Any]) -> tuple[dict, tuple[float, ...] | None,
@@ -55,6 +58,7 @@ def convert_robustness_state_dict(state: Mapping[str, Any]) -> tuple[dict, tuple
     return model_sd, mean, std
 
 
+@register_model("robust-resnet50")
 def build_robust_resnet50(*, num_classes: int, pretrained: str | Path | Mapping | None = None) -> AuditModel:
     """ResNet-50 with a robustness-library checkpoint (path, or an already loaded checkpoint dict).
 
@@ -62,8 +66,6 @@ def build_robust_resnet50(*, num_classes: int, pretrained: str | Path | Mapping 
     checkpoint's ImageNet fc becomes the head when ``num_classes`` equals its output size (1000);
     otherwise the head is freshly initialised (train it with `train_linear_probe`).
     """
-    import torchvision
-
     net = torchvision.models.resnet50(weights=None)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     if pretrained is not None:

@@ -1,31 +1,35 @@
-"""Training: ERM / GCE, optional L2-PGD adversarial training, weighted sampling.
+"""Training a whole model: ERM / GCE, optional L2-PGD adversarial training, weighted sampling.
 
-`train_model` trains a whole `AuditModel` (or any ``nn.Module`` mapping images to logits) on a torch
-Dataset yielding ``(x, y, ...)`` with x a (C, H, W) float image in [0, 1] (uint8 is scaled by 1/255).
-In-memory ``TensorDataset``s (and ``Subset``s of them) are indexed by whole batches directly instead
-of through a DataLoader with per-item collation, which is several times faster on CPU.
+`train_model` trains an `AuditModel` (or any ``nn.Module`` mapping images to logits) on a torch
+Dataset yielding ``(x, y, ...)`` with x a (C, H, W) float image in [0, 1] (batches come from
+`core.models.batches`). One run is a short sequence of named steps: build the optimizer and schedule,
+then per epoch draw the order, take the steps (`_TrainLoop.step`), validate and keep the best weights,
+and stop early when patience runs out.
 
-Linear heads on cached features (probes, head tuning) train in `core.models.linear`.
+Elsewhere: linear heads on cached features (probes, head tuning) in `core.models.linear`, the
+adversarial attack in `core.models.attacks`, training a workspace dataset into a registered model in
+`core.models.workspace_models`.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset
 
 from core.device import resolve_device
-from core.config import config_from_mapping
 from core.errors import SpurAuditError, check_choice
+from core.models.attacks import l2_pgd_attack
+from core.models.batches import evaluate_accuracy, iter_batches
 from core.models.linear import positive_int
 from core.models.losses import gce_loss
-from core.models.optim import OPTIMIZERS, make_optimizer
+from core.models.optim import OPTIMIZERS, check_optimizer_options, make_optimizer
 from core.progress import ProgressFn, null_progress
 
 SCHEDULES = ("none", "cosine", "step")
@@ -85,10 +89,7 @@ class TrainConfig:
         positive_int("epochs", self.epochs)
         positive_int("batch_size", self.batch_size)
         positive_int("eval_batch_size", self.eval_batch_size)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SpurAuditError(f"lr must be a positive number, got {self.lr}")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise SpurAuditError(f"need weight_decay >= 0 and 0 <= momentum < 1, got {self.weight_decay}, {self.momentum}")
+        check_optimizer_options(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         if not 0 < self.gce_q <= 1:
             raise SpurAuditError(f"gce_q must be in (0, 1], got {self.gce_q}")
         if self.adv_eps < 0:
@@ -143,112 +144,6 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# data access
-# ---------------------------------------------------------------------------------------------
-def _tensor_source(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(x, y) tensors behind a TensorDataset (or a Subset of one), else None."""
-    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
-        return dataset.tensors[0], dataset.tensors[1]
-    if isinstance(dataset, Subset):
-        inner = _tensor_source(dataset.dataset)
-        if inner is not None:
-            idx = torch.as_tensor(list(dataset.indices), dtype=torch.long)
-            return inner[0][idx], inner[1][idx]
-    return None
-
-
-def _prepare_x(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    if x.dtype == torch.uint8:
-        return x.float().div_(255.0)
-    return x.float() if x.dtype != torch.float32 else x
-
-
-def _iter_batches(dataset: Dataset, order: torch.Tensor, batch_size: int, device: torch.device,
-                  num_workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (x, y) batches following ``order`` (a (N',) index tensor)."""
-    source = _tensor_source(dataset)
-    if source is not None:
-        xs, ys = source
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            yield _prepare_x(xs[idx], device), ys[idx].to(device).long()
-        return
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=order.tolist(), num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
-    for batch in loader:
-        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
-            raise SpurAuditError("training datasets must yield (x, y, ...) tuples; got a single value per item")
-        yield _prepare_x(batch[0], device), torch.as_tensor(batch[1]).to(device).long()
-
-
-def _dataset_labels(dataset: Dataset) -> torch.Tensor | None:
-    source = _tensor_source(dataset)
-    return None if source is None else source[1]
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, device: str | torch.device = "auto",
-                   num_workers: int = 0, progress: ProgressFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, K) float32 and labels (N,) int64 (both on CPU) of ``model`` on ``dataset``, in order."""
-    dev = resolve_device(device)
-    progress = progress or null_progress
-    was_training = model.training
-    model.to(dev).eval()
-    n = len(dataset)
-    order = torch.arange(n)
-    logits, labels = [], []
-    done = 0
-    for x, y in _iter_batches(dataset, order, batch_size, dev, num_workers):
-        logits.append(model(x).float().cpu())
-        labels.append(y.cpu())
-        done += len(y)
-        progress(done / max(n, 1), f"predict {done}/{n}")
-    model.train(was_training)
-    if not logits:
-        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
-    return torch.cat(logits), torch.cat(labels)
-
-
-def evaluate_accuracy(model: nn.Module, dataset: Dataset, *, batch_size: int = 512,
-                      device: str | torch.device = "auto", num_workers: int = 0) -> float:
-    """Top-1 accuracy in [0, 1] of ``model`` on ``dataset``."""
-    logits, labels = predict_logits(model, dataset, batch_size=batch_size, device=device, num_workers=num_workers)
-    if len(labels) == 0:
-        raise SpurAuditError("cannot evaluate on an empty dataset")
-    return float((logits.argmax(1) == labels).float().mean())
-
-
-# ---------------------------------------------------------------------------------------------
-# adversarial examples
-# ---------------------------------------------------------------------------------------------
-def l2_pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int,
-                  step_size: float | None = None) -> torch.Tensor:
-    """L2 projected gradient ascent on the cross-entropy, in [0, 1] pixel space.
-
-    x: (B, C, H, W) float in [0, 1]; y: (B,) int64. Each step moves ``step_size`` along the per-image
-    L2-normalised gradient, projects the perturbation onto the L2 ball of radius ``eps`` and clamps
-    the image to [0, 1]. Starts from x (no random start). Returns the detached adversarial batch.
-    The model's mode is left as is (train mode during adversarial training, like the robustness library).
-    """
-    if eps <= 0:
-        return x.detach()
-    step = float(step_size) if step_size is not None else 2.5 * float(eps) / max(int(steps), 1)
-    x = x.detach()
-    delta = torch.zeros_like(x, requires_grad=True)
-    for _ in range(int(steps)):
-        loss = F.cross_entropy(model(x + delta), y)
-        (grad,) = torch.autograd.grad(loss, delta)
-        gnorm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
-        new = delta.detach() + step * grad / gnorm
-        dnorm = new.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
-        new = new * torch.clamp(float(eps) / dnorm, max=1.0)
-        new = (x + new).clamp_(0.0, 1.0) - x
-        delta = new.requires_grad_(True)
-    return (x + delta).detach()
-
-
-# ---------------------------------------------------------------------------------------------
 # train_model
 # ---------------------------------------------------------------------------------------------
 def _check_weights(sample_weights: Any, n: int) -> torch.Tensor | None:
@@ -260,6 +155,136 @@ def _check_weights(sample_weights: Any, n: int) -> torch.Tensor | None:
     if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or float(w.sum()) <= 0:
         raise SpurAuditError("sample_weights must be finite, non-negative and not all zero")
     return w
+
+
+def _trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise SpurAuditError("model has no trainable parameters (all requires_grad=False)")
+    return params
+
+
+def _make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer,
+                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """"cosine": stepped per optimizer step, to 0 over ``total_steps``; "step": stepped per epoch."""
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_epochs or max(1, cfg.epochs // 3),
+                                               gamma=cfg.gamma)
+    return None
+
+
+@dataclass
+class _Best:
+    """The best validation epoch so far and a copy of its weights."""
+
+    accuracy: float | None = None
+    epoch: int = 0
+    state: dict[str, torch.Tensor] | None = None
+
+    def update(self, model: nn.Module, accuracy: float, epoch: int) -> None:
+        if self.accuracy is None or accuracy > self.accuracy:
+            self.accuracy, self.epoch = accuracy, epoch
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class _TrainLoop:
+    """The optimizer, schedule, sampling generator and step counter of one `train_model` run."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, *, n: int, device: torch.device,
+                 progress: ProgressFn) -> None:
+        self.model, self.cfg, self.device, self.progress = model, cfg, device, progress
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        model.to(device)
+        self.params = _trainable_parameters(model)
+        self.opt = make_optimizer(cfg.optimizer, self.params, lr=cfg.lr, momentum=cfg.momentum,
+                                  weight_decay=cfg.weight_decay)
+        self.total_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
+        if cfg.max_iters is not None:
+            self.total_steps = min(self.total_steps, cfg.max_iters)
+        self.scheduler = _make_scheduler(cfg, self.opt, self.total_steps)
+        self.iterations = 0
+        self.report_every = max(1, self.total_steps // 200)
+
+    @property
+    def done(self) -> bool:
+        return self.iterations >= self.total_steps
+
+    def epoch_order(self, n: int, weights: torch.Tensor | None) -> torch.Tensor:
+        """(N,) indices of one epoch: drawn with replacement in proportion to ``weights``, else a permutation."""
+        if weights is not None:
+            return torch.multinomial(weights, n, replacement=True, generator=self.gen)
+        return torch.randperm(n, generator=self.gen)
+
+    def _inputs(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The batch the model trains on: adversarial (``adv_eps`` > 0), then noisy (``input_noise_std``)."""
+        cfg = self.cfg
+        if cfg.adv_eps > 0:
+            x = l2_pgd_attack(self.model, x, y, eps=cfg.adv_eps, steps=cfg.adv_steps, step_size=cfg.adv_step_size)
+        if cfg.input_noise_std > 0:
+            x = x + cfg.input_noise_std * torch.randn(x.shape, generator=self.gen).to(x.device)
+        return x
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a batch; returns the (detached) loss and the logits (B, K)."""
+        cfg = self.cfg
+        logits = self.model(self._inputs(x, y))  # (B, K)
+        loss = gce_loss(logits, y, q=cfg.gce_q) if cfg.loss == "gce" else F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            raise SpurAuditError(f"training diverged (loss {float(loss)}) at epoch {epoch}; lower the lr "
+                                 f"(now {cfg.lr})")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.opt.step()
+        if cfg.schedule == "cosine":
+            self.scheduler.step()  # type: ignore[union-attr]
+        self.iterations += 1
+        return loss.detach(), logits.detach()
+
+    def run_epoch(self, train: Dataset, epoch: int, weights: torch.Tensor | None) -> dict[str, Any]:
+        """Train one epoch (or up to the step cap); returns the history row without val_acc/seconds."""
+        cfg = self.cfg
+        self.model.train()
+        order = self.epoch_order(len(train), weights)  # (N,)
+        loss_sum, correct, seen = 0.0, 0, 0
+        lr_now = self.opt.param_groups[0]["lr"]
+        for x, y in iter_batches(train, order, cfg.batch_size, self.device, cfg.num_workers):
+            loss, logits = self.step(x, y, epoch)
+            b = len(y)
+            loss_sum += float(loss) * b
+            correct += int((logits.argmax(1) == y).sum())
+            seen += b
+            if self.iterations % self.report_every == 0:
+                self.progress(0.98 * self.iterations / self.total_steps,
+                              f"epoch {epoch}/{cfg.epochs} loss {loss_sum / seen:.4f}")
+            if self.done:
+                break
+        if cfg.schedule == "step":
+            self.scheduler.step()  # type: ignore[union-attr]
+        return {"epoch": epoch, "iterations": self.iterations, "lr": lr_now,
+                "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1), "val_acc": None}
+
+
+def _epoch_message(row: dict[str, Any], epochs: int) -> str:
+    msg = f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}"
+    if row["val_acc"] is not None:
+        msg += f" val {row['val_acc']:.3f}"
+    return msg
+
+
+def _chosen_epoch(model: nn.Module, cfg: TrainConfig, history: list[dict[str, Any]], best: _Best,
+                  has_val: bool) -> tuple[int, float | None]:
+    """(1-based epoch whose weights the model ends with, its validation accuracy): the best validation
+    epoch (weights restored) with ``val`` and ``restore_best``, else the last epoch."""
+    if not has_val:
+        return len(history), best.accuracy
+    if cfg.restore_best and best.state is not None:
+        model.load_state_dict(best.state)
+        return best.epoch, best.accuracy
+    return len(history), history[-1]["val_acc"] if history else None
 
 
 def train_model(model: nn.Module, train: Dataset, *, config: TrainConfig | None = None, val: Dataset | None = None,
@@ -289,177 +314,33 @@ def train_model(model: nn.Module, train: Dataset, *, config: TrainConfig | None 
     weights = _check_weights(sample_weights, n)
     dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model.to(dev)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise SpurAuditError("model has no trainable parameters (all requires_grad=False)")
-    opt = make_optimizer(cfg.optimizer, params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_iters is not None:
-        total_steps = min(total_steps, cfg.max_iters)
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-    if cfg.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
-    elif cfg.schedule == "step":
-        scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_epochs or max(1, cfg.epochs // 3),
-                                                    gamma=cfg.gamma)
-
+    loop = _TrainLoop(model, cfg, n=n, device=dev, progress=progress)
     history: list[dict[str, Any]] = []
-    best_acc: float | None = None
-    best_epoch = 0
-    best_state: dict[str, torch.Tensor] | None = None
+    best = _Best()
     stopped_early = False
-    it = 0
-    report_every = max(1, total_steps // 200)
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
-        if it >= total_steps:
+        if loop.done:
             break
         t0 = time.perf_counter()
-        model.train()
-        if weights is not None:
-            order = torch.multinomial(weights, n, replacement=True, generator=gen)  # (N,) sampled indices
-        else:
-            order = torch.randperm(n, generator=gen)  # (N,)
-        loss_sum, correct, seen = 0.0, 0, 0
-        lr_now = opt.param_groups[0]["lr"]
-        for x, y in _iter_batches(train, order, cfg.batch_size, dev, cfg.num_workers):
-            if cfg.adv_eps > 0:
-                x = l2_pgd_attack(model, x, y, eps=cfg.adv_eps, steps=cfg.adv_steps, step_size=cfg.adv_step_size)
-            if cfg.input_noise_std > 0:
-                x = x + cfg.input_noise_std * torch.randn(x.shape, generator=gen).to(x.device)
-            logits = model(x)  # (B, K)
-            if cfg.loss == "gce":
-                loss = gce_loss(logits, y, q=cfg.gce_q)
-            else:
-                loss = F.cross_entropy(logits, y)
-            if not torch.isfinite(loss):
-                raise SpurAuditError(f"training diverged (loss {float(loss)}) at epoch {epoch}; lower the lr "
-                                     f"(now {cfg.lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            if cfg.schedule == "cosine":
-                scheduler.step()  # type: ignore[union-attr]
-            it += 1
-            b = len(y)
-            loss_sum += float(loss.detach()) * b
-            correct += int((logits.detach().argmax(1) == y).sum())
-            seen += b
-            if it % report_every == 0:
-                progress(0.98 * it / total_steps, f"epoch {epoch}/{cfg.epochs} loss {loss_sum / seen:.4f}")
-            if it >= total_steps:
-                break
-        if cfg.schedule == "step":
-            scheduler.step()  # type: ignore[union-attr]
-        row: dict[str, Any] = {"epoch": epoch, "iterations": it, "lr": lr_now,
-                               "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                               "val_acc": None}
+        row = loop.run_epoch(train, epoch, weights)
         if val is not None:
-            acc = evaluate_accuracy(model, val, batch_size=cfg.eval_batch_size, device=dev,
-                                    num_workers=cfg.num_workers)
-            row["val_acc"] = acc
-            if best_acc is None or acc > best_acc:
-                best_acc, best_epoch = acc, epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            row["val_acc"] = evaluate_accuracy(model, val, batch_size=cfg.eval_batch_size, device=dev,
+                                               num_workers=cfg.num_workers)
+            best.update(model, row["val_acc"], epoch)
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
-        msg = f"epoch {epoch}/{cfg.epochs} loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}"
-        if row["val_acc"] is not None:
-            msg += f" val {row['val_acc']:.3f}"
-        progress(0.98 * it / total_steps, msg)
+        progress(0.98 * loop.iterations / loop.total_steps, _epoch_message(row, cfg.epochs))
         if (val is not None and cfg.early_stopping_patience is not None
-                and epoch - best_epoch >= cfg.early_stopping_patience):
+                and epoch - best.epoch >= cfg.early_stopping_patience):
             stopped_early = True
             break
-    if val is None:
-        best_epoch = len(history)
-    elif cfg.restore_best and best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        best_epoch = len(history)
-        best_acc = history[-1]["val_acc"] if history else None
+    best_epoch, best_acc = _chosen_epoch(model, cfg, history, best, val is not None)
     model.eval()
     wall = time.perf_counter() - start
     progress(1.0, f"done in {wall:.1f}s" + (f", best val {best_acc:.3f} (epoch {best_epoch})" if best_acc is not None else ""))
     return TrainResult(model=model, history=history, best_epoch=best_epoch, best_val_accuracy=best_acc,
-                       wall_time=wall, iterations=it, stopped_early=stopped_early, config=asdict(cfg))
+                       wall_time=wall, iterations=loop.iterations, stopped_early=stopped_early, config=asdict(cfg))
 
 
-# ---------------------------------------------------------------------------------------------
-# workspace training (CLI `model train` and the "train" job kind)
-# ---------------------------------------------------------------------------------------------
-def train_workspace_model(ws: Any, name: str, *, dataset: str, arch: str = "small_cnn",
-                          config: TrainConfig | dict[str, Any] | None = None, pretrained: str | None = None,
-                          model_kwargs: dict[str, Any] | None = None, image_size: int | None = None,
-                          device: str | torch.device = "auto", replace: bool = False,
-                          progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Train ``arch`` on the train split of workspace dataset ``dataset`` and register it as ``name``.
-
-    The val split (when present) tracks accuracy and selects the epoch; the test split is evaluated
-    (``test_accuracy``, and ``test_aligned/conflicting/unbiased/worst_group_accuracy`` when the
-    manifest has bias labels). The checkpoint goes to ``models/<name>/model.pt`` via the workspace.
-    ``model_kwargs`` go to `build_model` (``in_channels``/``input_size`` are filled from the data for
-    small_cnn/mlp). ``image_size`` resizes images when loading. Returns a JSON-able dict with
-    ``model, dataset, arch, checkpoint, metrics, history``.
-    """
-    from torch.utils.data import TensorDataset as _TD
-
-    from core.data import load_manifest
-    from core.models.checkpoints import save_workspace_model
-    from core.models.registry import build_model
-    from core.progress import sub_progress
-
-    progress = progress or null_progress
-    if isinstance(config, dict):
-        config = config_from_mapping(TrainConfig, config, what="training")
-    cfg = (config or TrainConfig()).validate()
-    if ws.has_model(name) and not replace:
-        raise SpurAuditError(f"model {name!r} already exists; pick another name or pass replace=True (--replace)")
-    if image_size is not None and int(image_size) < 8:
-        raise SpurAuditError(f"image_size must be at least 8 pixels, got {image_size}")
-    manifest = load_manifest(ws, dataset)
-    train_m = manifest.split("train")
-    if len(train_m) == 0:
-        raise SpurAuditError(f"dataset {dataset!r} has no train split rows; rebuild or re-add it with a split")
-    x, y = train_m.load_tensors(progress=sub_progress(progress, 0.0, 0.05), size=image_size)
-    val_m = manifest.split("val")
-    val = None
-    if len(val_m):
-        vx, vy = val_m.load_tensors(progress=sub_progress(progress, 0.05, 0.08), size=image_size)
-        val = _TD(vx, vy)
-    kwargs = dict(model_kwargs or {})
-    if arch == "small_cnn":
-        kwargs.setdefault("in_channels", int(x.shape[1]))
-    if arch == "mlp":
-        kwargs.setdefault("input_size", [int(v) for v in x.shape[1:]])
-    model = build_model(arch, num_classes=len(manifest.class_names), pretrained=pretrained, **kwargs)
-    result = train_model(model, _TD(x, y), config=cfg, val=val, device=device,
-                         progress=sub_progress(progress, 0.08, 0.95))
-    metrics: dict[str, Any] = {**result.summary(), "n_train": int(len(y))}
-    if val is not None:
-        metrics["val_accuracy"] = result.best_val_accuracy
-    test_m = manifest.split("test")
-    if len(test_m):
-        tx, ty = test_m.load_tensors(progress=sub_progress(progress, 0.95, 0.98), size=image_size)
-        logits, labels = predict_logits(result.model, _TD(tx, ty), batch_size=cfg.eval_batch_size, device=device)
-        pred = logits.argmax(1).numpy()
-        try:
-            from core.metrics import evaluate_predictions
-        except ImportError:  # pragma: no cover - metrics module is part of the tree
-            test = {"accuracy": float((pred == labels.numpy()).mean())}
-        else:
-            test = evaluate_predictions(pred, labels.numpy(), bias=test_m.bias, aligned=test_m.aligned)
-        metrics.update({f"test_{k}": (None if isinstance(v, float) and math.isnan(v) else v)
-                        for k, v in test.items()})
-    record_config = {"train": asdict(cfg), "pretrained": pretrained, "device": str(device),
-                     "image_size": image_size}
-    rec = save_workspace_model(ws, name, result.model.cpu(), dataset=dataset, config=record_config,
-                               metrics=metrics, extra={"history": result.history}, replace=replace)
-    progress(1.0, f"saved model {name!r}")
-    return {"model": rec.name, "dataset": rec.dataset, "arch": rec.arch, "checkpoint": str(rec.checkpoint),
-            "metrics": metrics, "history": result.history}
+__all__ = ["LOSSES", "SCHEDULES", "TrainConfig", "TrainResult", "train_model"]

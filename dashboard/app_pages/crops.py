@@ -1,27 +1,20 @@
 """Crops & sensitivity: results of `core.audit.pipeline.run_core_crops` (accuracy of the highest-
 spuriosity images before/after cropping to their core features) and `run_sensitivity` (accuracy drop
-when only the masked region is corrupted vs a random region of equal area). Both run as jobs."""
+when only the masked region is corrupted vs a random region of equal area), read back through
+`core.audit.artifacts`. Both run as jobs."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
+from core.audit.artifacts import load_crops, load_sensitivity
+from core.audit.plots import sensitivity_bars
 from dashboard import resources
 from dashboard.components.guard import run_page
 from dashboard.components.job_monitor import job_monitor, launch, recent_jobs
-from dashboard.components.state import context
+from dashboard.components.state import features_page, md_escape
 
 STEP_KIND = "audit-step"   # core.audit job kind running one audit step (crops | sensitivity | ...)
-
-
-def read_results(ws, dataset: str, model: str) -> tuple[dict | None, pd.DataFrame | None]:
-    from core.audit.pipeline import audit_dir
-
-    base = audit_dir(dataset, model)
-    crops = ws.read_json(f"{base}/crops.json")
-    sens_path = ws.path(f"{base}/sensitivity.csv")
-    sens = pd.read_csv(sens_path) if sens_path.exists() else None
-    return crops, sens
 
 
 def show_crops(crops: dict, class_names: list[str]) -> None:
@@ -32,7 +25,7 @@ def show_crops(crops: dict, class_names: list[str]) -> None:
               delta=f"{(crops['acc_after'] - crops['acc_before']) * 100:+.1f} pts")
     c3.metric("Images", crops.get("n", "—"))
     st.caption(f"Top {crops.get('fraction', 0.2):.0%} highest-spuriosity images of each ranked class of the "
-               f"**{crops.get('split', '?')}** split, cropped to the box of their core features' activation "
+               f"**{md_escape(crops.get('split', '?'))}** split, cropped to the box of their core features' activation "
                "maps. "
                "A gain means the spurious context was hurting the prediction.")
     per = pd.DataFrame(crops.get("per_class", []))
@@ -45,12 +38,10 @@ def show_crops(crops: dict, class_names: list[str]) -> None:
             c: st.column_config.NumberColumn(format="%.3f") for c in ("acc_before", "acc_after")})
     if crops.get("skipped_classes"):
         st.caption("Skipped (no core feature labelled): " +
-                   ", ".join(class_names[int(c)] for c in crops["skipped_classes"]))
+                   ", ".join(md_escape(class_names[int(c)]) for c in crops["skipped_classes"]))
 
 
 def show_sensitivity(sens: pd.DataFrame, class_names: list[str]) -> None:
-    from core.audit.plots import sensitivity_bars
-
     st.subheader("Feature sensitivity")
     groups = sens.groupby("mask_source", sort=False) if "mask_source" in sens else [("given", sens)]
     for source, table in groups:
@@ -66,12 +57,8 @@ def show_sensitivity(sens: pd.DataFrame, class_names: list[str]) -> None:
 
 
 def render() -> None:
-    st.title("Core crops & feature sensitivity")
-    ctx = context()
-    dataset, model, splits = ctx.require_features()
-    ws = ctx.ws
-    class_names = resources.manifest(ws, dataset).class_names
-    can_launch = STEP_KIND in resources.job_kinds()
+    page = features_page("Core crops & feature sensitivity")
+    ws, dataset, model, splits = page.ws, page.dataset, page.model, page.splits
     with st.expander("Run crops / sensitivity", expanded=False):
         c1, c2, c3 = st.columns(3)
         split = c1.selectbox("Split", splits, index=len(splits) - 1, key="crops_split")
@@ -85,24 +72,23 @@ def render() -> None:
                 f"--split {split} --mask-from {mask_from}", language="bash")
         b1, b2 = st.columns(2)
         for col, step in ((b1, "crops"), (b2, "sensitivity")):
-            if col.button(f"Run {step} as a job", key=f"run_{step}", disabled=not can_launch):
+            if col.button(f"Run {step} as a job", key=f"run_{step}"):
                 launch(ws, STEP_KIND, {"step": step, "dataset": dataset, "model": model, "split": split,
                                        "mask_from": mask_from}, device=device)
                 st.rerun()
-    if can_launch:
-        ids = recent_jobs(ws, STEP_KIND, dataset=dataset, model=model, limit=2,
-                          where=lambda p: p.get("step") in ("crops", "sensitivity"))
-        job_monitor(ws, ids, key="crops_jobs")
+    ids = recent_jobs(ws, STEP_KIND, dataset=dataset, model=model, limit=2,
+                      where=lambda p: p.get("step") in ("crops", "sensitivity"))
+    job_monitor(ws, ids, key="crops_jobs")
 
-    crops, sens = read_results(ws, dataset, model)
+    crops, sens = load_crops(ws, dataset, model), load_sensitivity(ws, dataset, model)
     if crops is None and sens is None:
         st.info("No crop or sensitivity results for this model yet. They need labelled core features and a "
                 "saved ranking (run the audit), then launch them above.", icon=":material/info:")
         return
     if crops is not None:
-        show_crops(crops, class_names)
+        show_crops(crops, page.class_names)
     if sens is not None and len(sens):
-        show_sensitivity(sens, class_names)
+        show_sensitivity(sens, page.class_names)
 
 
 run_page(render)

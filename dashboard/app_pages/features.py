@@ -8,10 +8,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.audit.labels import add_answers
+from core.features.maps import cached_attack, cached_overlay
 from dashboard import resources
+from dashboard.components.class_nav import class_select
 from dashboard.components.guard import NeedsSetup, run_page
 from dashboard.components.image_grid import GridItem, image_grid
-from dashboard.components.state import context
+from dashboard.components.state import features_page, md_escape
 
 ANSWER_LABELS = {
     "core": "Core (part of the object)",
@@ -23,10 +26,6 @@ ANNOTATOR_KEY = "sa_annotator"
 N_TOP_IMAGES = 6
 N_ATTACK_IMAGES = 3          # feature attacks (100 gradient steps each) are rendered for the first few only
 ATTACK_MAX_PARAMS = 5_000_000  # above this, attacks would be long work for the Streamlit process
-
-
-def class_label(class_names: list[str], c: int) -> str:
-    return f"{c}: {class_names[c]}" if c < len(class_names) else str(c)
 
 
 def top_activating_rows(fs, class_index: int, feature: int, n: int) -> np.ndarray:
@@ -42,8 +41,6 @@ def visual_items(ws, dataset: str, model_name: str, fs, rows: np.ndarray, featur
                  mode: str) -> list[GridItem]:
     """Grid items for ``rows``: the images, with the feature's activation-map overlay or its feature
     attack as the overlay (both rendered once by `core.features.maps` and cached in the workspace)."""
-    from core.features.maps import cached_attack, cached_overlay
-
     manifest = fs.manifest
     acts = np.asarray(fs.features[rows, feature], dtype=np.float32)
     model = resources.audit_model(ws, model_name) if mode != "images" else None
@@ -60,8 +57,6 @@ def visual_items(ws, dataset: str, model_name: str, fs, rows: np.ndarray, featur
 
 
 def label_form(ws, dataset: str, model: str, class_index: int, feature: int, annotator: str) -> None:
-    from core.audit.labels import add_answers
-
     with st.form(key=f"label_{class_index}_{feature}", clear_on_submit=True, border=False):
         answer = st.radio("Your answer", list(ANSWER_LABELS), format_func=ANSWER_LABELS.get, horizontal=True,
                           index=None, key=f"answer_{class_index}_{feature}")
@@ -103,17 +98,13 @@ def feature_labels_view(labels: pd.DataFrame, verdicts: pd.DataFrame, class_inde
 
 
 def render() -> None:
-    st.title("Features")
-    ctx = context()
-    dataset, model, splits = ctx.require_features()
-    ws = ctx.ws
+    page = features_page("Features")
+    ws, dataset, model, splits = page.ws, page.dataset, page.model, page.splits
     split = "train" if "train" in splits else splits[0]
     fs = resources.feature_set(ws, dataset, model, split)
-    class_names = resources.manifest(ws, dataset).class_names
 
     c1, c2, c3, c4 = st.columns([2, 1, 2, 2])
-    class_index = c1.selectbox("Class", range(fs.num_classes), key="features_class",
-                               format_func=lambda c: class_label(class_names, c))
+    class_index = class_select(c1, page.class_names, fs.num_classes)
     k = c2.number_input("Top k", min_value=1, max_value=min(20, fs.dim), value=min(5, fs.dim),
                         key="features_k")
     st.session_state.setdefault(ANNOTATOR_KEY, "")
@@ -122,14 +113,14 @@ def render() -> None:
                     key="features_mode",
                     help="Top-activating images of the class, the feature's activation map over them, or the "
                          "image pushed by gradient ascent on the feature (cached in the workspace).")
-    st.caption(f"Features of the **{split}** split ({fs.n} images, {fs.dim} features). Importance of "
+    st.caption(f"Features of the **{md_escape(split)}** split ({fs.n} images, {fs.dim} features). Importance of "
                "feature j for class c = mean activation × head weight over the images predicted as c.")
 
-    disc = resources.saved_discovery(ws, dataset, model)      # written by the audit (core.audit.pipeline)
+    disc = resources.saved_discovery(ws, dataset, model)      # the audit's, when it ran (core.audit.artifacts)
     if disc is None or disc.top_features.shape[1] < int(k):
         if not resources.computes_live(ws, dataset, model, split):
-            raise NeedsSetup(f"The {split} split is large ({fs.n} images), so its top features are found "
-                             "by the audit job, not in this page. Run it (top {int(k)} features per class):",
+            raise NeedsSetup(f"The {md_escape(split)} split is large ({fs.n} images), so its top features are "
+                             f"found by the audit job, not in this page. Run it (top {int(k)} features per class):",
                              f"python -m core discover --workspace {ws.root} --dataset {dataset} "
                              f"--model {model} --k {int(k)}")
         disc = resources.discovery(ws, dataset, model, split, k=int(k))

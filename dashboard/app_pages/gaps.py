@@ -5,10 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.audit.plots import gap_bar
 from dashboard import resources
 from dashboard.components.guard import run_page
 from dashboard.components.ranking_note import saved_ranking_note
-from dashboard.components.state import context
+from dashboard.components.state import features_page, md_escape
 
 
 def held_out_split(splits: list[str]) -> str:
@@ -19,13 +20,9 @@ def held_out_split(splits: list[str]) -> str:
 
 
 def render() -> None:
-    from core.audit.plots import gap_bar
-
-    st.title("Spurious gaps")
-    ctx = context()
-    dataset, model, splits = ctx.require_features()
-    ws = ctx.ws
-    class_names = resources.manifest(ws, dataset).class_names
+    page = features_page("Spurious gaps")
+    ws, dataset, model, splits = page.ws, page.dataset, page.model, page.splits
+    class_names = page.class_names
     c1, c2 = st.columns([1, 1])
     split = c1.selectbox("Split (held-out images)", splits, index=splits.index(held_out_split(splits)),
                          key="gaps_split")
@@ -52,14 +49,14 @@ def render() -> None:
 
     negative = per_class[per_class.get("negative", False) == True]  # noqa: E712
     if len(negative):
-        names = ", ".join(class_names[int(c)] for c in negative.class_index)
+        names = ", ".join(md_escape(class_names[int(c)]) for c in negative.class_index)
         st.warning(f"Negative gap in {names}: high-spuriosity images are classified *better*; these are "
                    "often multi-object or mislabelled images — inspect them on the **Rankings** page.",
                    icon=":material/flag:")
     unranked = per_class[~per_class.ranked.astype(bool)]
     if len(unranked):
         st.caption("Not ranked (no spurious feature): " +
-                   ", ".join(class_names[int(c)] for c in unranked.class_index))
+                   ", ".join(md_escape(class_names[int(c)]) for c in unranked.class_index))
     show = per_class.copy()
     show.insert(1, "class", [class_names[int(c)] for c in show.class_index])
     number = st.column_config.NumberColumn(format="%.3f")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.runs import reconcile_runs
 from dashboard.components.guard import run_page
 from dashboard.components.state import context, demo_command
 
@@ -38,8 +39,12 @@ def render() -> None:
     st.caption("Find, measure and remove spurious correlations in image classifiers.")
     ctx = context()
     ws = ctx.ws
+    reconcile_runs(ws)   # runs whose process died show as failed, not "running" forever
     summary = ws.summary()
-    st.markdown(f"Workspace: `{ws.root}`")
+    st.markdown(f"Workspace: `{ws.root}`" + (" (read-only)" if summary.get("read_only") else ""))
+    last = ws.last_backup()
+    st.caption(f"Last backup: {last['created'][:19].replace('T', ' ')} UTC to `{last['dest']}`" if last else
+               f"No backup yet: `python -m core workspace backup DEST --workspace {ws.root}`")
     cols = st.columns(6)
     for col, (label, key) in zip(cols, [("Datasets", "datasets"), ("Models", "models"),
                                          ("Feature sets", "feature_sets"), ("Labels", "labels"),

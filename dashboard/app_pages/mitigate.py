@@ -6,28 +6,18 @@ method; per-class spurious gaps before = vanilla / after). Single-method runs (`
 from the CLI) are listed too, with their per-class gaps before/after."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
+from core.audit.artifacts import load_comparison, load_comparison_figure, load_run_gaps
+from core.mitigate import METHOD_CHOICES, ffw_presets, ffw_variants, method_help
+from core.runs import reconcile_runs
 from dashboard import resources
 from dashboard.components.charts import gap_before_after_figure, run_comparison_figure
 from dashboard.components.guard import run_page
 from dashboard.components.job_monitor import job_monitor, launch, recent_jobs
-from dashboard.components.state import context
+from dashboard.components.state import context, md_escape
 
-METHOD_HELP = {
-    "head-tuning": "low-spuriosity head tuning: retrain only the linear head on each class's least-spurious "
-                   "images",
-    "error-tuning": "error tuning: retrain the head on misclassified images (the paper's baseline)",
-    "dcwp": "DCWP: learn weight masks that prune the bias (GCE mining + Gumbel masks)",
-    "ffw": "FFW: prune weights carrying bias information (needs bias labels or mined ones)",
-    "jtt": "JTT: upweight the errors of an early-stopped model and retrain",
-    "mrm": "MRM: mask-based retraining",
-    "erm": "ERM: plain retraining from scratch (reference)",
-}
 DEFAULT_METHODS = ["head-tuning", "error-tuning"]
 COMPARE_KIND = "compare"
 SINGLE_KIND = "mitigate"
@@ -36,17 +26,7 @@ METRICS = ["accuracy", "unbiased_accuracy", "worst_group_accuracy", "conflicting
 
 
 def method_choices() -> list[str]:
-    from core.mitigate import METHOD_CHOICES
-
     return list(METHOD_CHOICES)
-
-
-# FFW variants offered in the form -> names of core.mitigate.ffw.FFW_PRESETS.
-FFW_VARIANTS = {
-    "gates per weight (paper)": "unstructured",
-    "gates per bottleneck neuron (paper)": "structured",
-    "bias-ranked neurons + head re-fit": "rank-refit",
-}
 
 
 def method_configs(methods: list[str], *, low_k: int, head_epochs: int, ffw_epochs: int,
@@ -60,9 +40,7 @@ def method_configs(methods: list[str], *, low_k: int, head_epochs: int, ffw_epoc
             if m == "head-tuning":
                 configs[m]["k_per_class"] = int(low_k)
         elif m == "ffw":
-            from core.mitigate.ffw import FFW_PRESETS
-
-            preset = FFW_PRESETS[FFW_VARIANTS[ffw_variant]]
+            preset = ffw_presets()[ffw_variants()[ffw_variant]]
             configs[m] = {"max_epochs": int(ffw_epochs), **preset}
             if preset.get("structured_rule") == "bias-rank":
                 configs[m]["bias_budget"] = float(ffw_bias_budget)
@@ -74,7 +52,7 @@ def launch_form(ws, dataset: str, model: str) -> None:
     with st.form("mitigate_form", border=True):
         st.markdown("**New debias-and-compare run**")
         methods = st.multiselect("Methods", choices, default=[m for m in DEFAULT_METHODS if m in choices],
-                                 help="\n".join(f"- **{k}**: {v}" for k, v in METHOD_HELP.items()),
+                                 help="\n".join(f"- **{k}**: {v}" for k, v in method_help().items()),
                                  key="mit_methods")
         c1, c2, c3, c4, c5 = st.columns(5)
         device = c1.selectbox("Device", resources.device_choices(), key="mit_device",
@@ -90,7 +68,7 @@ def launch_form(ws, dataset: str, model: str) -> None:
                                       help="head / error tuning: at most this many epochs (paper: 20)")
         ffw_epochs = c5.number_input("FFW epochs", min_value=1, max_value=200, value=60, key="mit_ffw_epochs")
         ffw_variant = st.selectbox(
-            "FFW variant", list(FFW_VARIANTS), key="mit_ffw_variant",
+            "FFW variant", list(ffw_variants()), key="mit_ffw_variant",
             help="FFW needs bias labels on the val split. The paper's gates minimise the mutual information "
                  "between features and the bias without changing any weight; 'bias-ranked neurons' keeps the "
                  "bottleneck neurons the bias explains least (held-out val bias accuracy within the bias budget "
@@ -118,16 +96,8 @@ def launch_form(ws, dataset: str, model: str) -> None:
         st.rerun()
 
 
-def read_json(path: Path | None) -> dict | None:
-    if path is None or not Path(path).exists():
-        return None
-    return json.loads(Path(path).read_text())
-
-
 def show_comparison(ws, run) -> None:
-    import plotly.io as pio
-
-    data = read_json(run.artifacts.get("comparison_json"))
+    data = load_comparison(run)
     if data is None:
         st.warning(f"Run #{run.id} has no comparison file.")
         return
@@ -147,9 +117,9 @@ def show_comparison(ws, run) -> None:
                                     for c in show.columns if c not in ("method", "seeds")})
         st.caption(f"{data.get('split', 'test')} split; mean over seeds; 'vanilla' = the audited model "
                    "before mitigation; pooled gap = acc(high spuriosity) − acc(low), lower is better.")
-    fig_path = run.artifacts.get("figure_json")
-    if fig_path is not None and Path(fig_path).exists():
-        st.plotly_chart(pio.from_json(Path(fig_path).read_text()), key=f"cmp_fig_{run.id}")
+    figure = load_comparison_figure(run)
+    if figure is not None:
+        st.plotly_chart(figure, key=f"cmp_fig_{run.id}")
 
 
 def show_single_runs(ws, dataset: str, runs: list) -> None:
@@ -171,7 +141,7 @@ def show_single_runs(ws, dataset: str, runs: list) -> None:
                         key="single_runs_fig")
     after, before = {}, None
     for r in runs:
-        g = read_json(r.artifacts.get("gaps")) if r.status == "done" else None
+        g = load_run_gaps(r) if r.status == "done" else None
         if g:
             before = pd.DataFrame(g["before"]) if before is None else before
             after[f"{r.method} #{r.id}"] = pd.DataFrame(g["after"])
@@ -191,19 +161,14 @@ def render() -> None:
     ctx = context()
     dataset, model = ctx.require_model()
     ws = ctx.ws
-    st.caption(f"Dataset **{dataset}**, audited model **{model}**. Training runs in a background job, "
+    st.caption(f"Dataset **{md_escape(dataset)}**, audited model **{md_escape(model)}**. Training runs in a background job, "
                "never in this page; you can leave and come back. Head tuning uses the audit's spuriosity "
                "rankings.")
-    if COMPARE_KIND not in resources.job_kinds():
-        st.info("The mitigation engine is not available in this installation; from a terminal run:",
-                icon=":material/info:")
-        st.code(f"python -m core compare --workspace {ws.root} --dataset {dataset} --model {model} "
-                f"--methods {','.join(DEFAULT_METHODS)}", language="bash")
-    else:
-        launch_form(ws, dataset, model)
-        job_monitor(ws, recent_jobs(ws, (COMPARE_KIND, SINGLE_KIND), dataset=dataset, model=model, limit=3),
-                    key="mit_jobs")
+    launch_form(ws, dataset, model)
+    job_monitor(ws, recent_jobs(ws, (COMPARE_KIND, SINGLE_KIND), dataset=dataset, model=model, limit=3),
+                key="mit_jobs")
 
+    reconcile_runs(ws)   # a run whose process died is shown failed, not "running"
     runs = [r for r in ws.list_runs(dataset=dataset, model=model)]
     comparisons = [r for r in runs if r.method == COMPARE_KIND]
     singles = [r for r in runs

@@ -6,10 +6,11 @@ import numpy as np
 import streamlit as st
 
 from dashboard import resources
+from dashboard.components.class_nav import class_select
 from dashboard.components.guard import run_page
 from dashboard.components.image_grid import GridItem, image_grid
 from dashboard.components.ranking_note import saved_ranking_note
-from dashboard.components.state import context
+from dashboard.components.state import features_page, md_escape
 
 
 def grid_items(fs, rows: np.ndarray, scores: np.ndarray, preds: np.ndarray) -> list[GridItem]:
@@ -23,16 +24,13 @@ def grid_items(fs, rows: np.ndarray, scores: np.ndarray, preds: np.ndarray) -> l
 
 
 def render() -> None:
-    st.title("Spuriosity rankings")
-    ctx = context()
-    dataset, model, splits = ctx.require_features()
-    ws = ctx.ws
-    class_names = resources.manifest(ws, dataset).class_names
+    page = features_page("Spuriosity rankings")
+    ws, dataset, model, splits = page.ws, page.dataset, page.model, page.splits
+    class_names = page.class_names
     c1, c2, c3 = st.columns([1, 2, 1])
     split = c1.selectbox("Split", splits, key="rank_split")
     fs = resources.feature_set(ws, dataset, model, split)
-    class_index = c2.selectbox("Class", range(fs.num_classes), key="rank_class",
-                               format_func=lambda c: f"{c}: {class_names[c]}")
+    class_index = class_select(c2, class_names, fs.num_classes)
     per_page = c3.selectbox("Images per page", [12, 24, 48], index=1, key="rank_per_page")
 
     verdicts = resources.verdicts(ws, dataset, model)
@@ -44,13 +42,13 @@ def render() -> None:
     saved_ranking_note(ws, dataset, model, split)
     ranking = resources.spuriosity(ws, dataset, model, split)
     if class_index in ranking.classes_without_spurious:
-        st.info(f"Class **{class_names[class_index]}** has no spurious features (none of its labelled "
+        st.info(f"Class **{md_escape(class_names[class_index])}** has no spurious features (none of its labelled "
                 "features has a spurious verdict), so its images are not ranked.", icon=":material/info:")
         return
     order = ranking.ranking(class_index)
     spurious = ranking.spurious.get(class_index, [])
     preds = resources.predictions(ws, dataset, model, split)
-    st.caption(f"{order.size} images of class {class_names[class_index]} ranked by spuriosity (mean "
+    st.caption(f"{order.size} images of class {md_escape(class_names[class_index])} ranked by spuriosity (mean "
                f"within-class z-score of spurious feature(s) {', '.join(map(str, spurious))}; higher = "
                "stronger "
                "spurious cue). "

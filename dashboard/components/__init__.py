@@ -1,1 +1,2 @@
-"""Reusable dashboard pieces: error guard, workspace/selection state, image grid, job monitor, charts."""
+"""Reusable dashboard pieces: `state` (session keys, sidebar, page context, `md_escape`), `guard` (error
+policy), `class_nav` (the shared class selector), `image_grid`, `job_monitor`, `ranking_note`, `charts`."""

@@ -15,6 +15,7 @@ from typing import Sequence
 import streamlit as st
 
 from dashboard import resources
+from dashboard.components.state import md_escape
 
 
 @dataclass
@@ -70,6 +71,6 @@ def image_grid(items: Sequence[GridItem], *, key: str, per_page: int = 24, colum
             with col:
                 png = _cell_image(item, size, show_overlay)
                 if png is None:
-                    st.caption(f"missing: {Path(item.path).name}")
+                    st.caption(f"missing: {md_escape(Path(item.path).name)}")
                 else:
                     st.image(png, caption=item.caption or None, width=size)

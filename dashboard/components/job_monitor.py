@@ -11,6 +11,7 @@ from typing import Callable
 
 import streamlit as st
 
+from core import jobs
 from dashboard.components.guard import run_page
 
 STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/autorenew:",
@@ -19,8 +20,6 @@ STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/autorenew:
 
 
 def _cancel(ws, job_id: int) -> None:
-    from core import jobs
-
     jobs.cancel(ws, job_id)
 
 
@@ -42,8 +41,6 @@ def render_job(ws, job, *, key: str) -> None:
         st.progress(1.0, text=job.message or "finished")
     elif job.status == "failed":
         st.error(f"Job #{job.id} failed: {job.error or job.message or 'no message'}")
-        from core import jobs
-
         tail = jobs.log_tail(ws, job.id, lines=40)
         if tail:
             with st.expander("Log tail"):
@@ -61,8 +58,6 @@ def job_monitor(ws, job_ids: list[int], *, key: str, poll_s: float = 1.0) -> Non
     any_active = any(j.active for j in jobs_now)
 
     def body() -> None:
-        from core import jobs
-
         jobs.reconcile(ws)
         current = [ws.get_job(j) for j in job_ids]
         for job in current:
@@ -81,8 +76,6 @@ def job_monitor(ws, job_ids: list[int], *, key: str, poll_s: float = 1.0) -> Non
 def launch(ws, kind: str, params: dict, *, device: str = "auto") -> int:
     """Start ``kind`` as a background job (`core.jobs.submit`); returns its id. Never runs the work
     in the Streamlit process."""
-    from core import jobs
-
     return jobs.submit(ws, kind, params, device=device)
 
 
@@ -91,8 +84,6 @@ def recent_jobs(ws, kinds: tuple[str, ...] | str, *, dataset: str | None = None,
     """Ids of the newest jobs of ``kinds`` for (dataset, model) whose params pass ``where`` (read from
     the workspace, so they survive a browser refresh), after marking dead processes failed
     (`core.jobs.reconcile`)."""
-    from core import jobs
-
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     jobs.reconcile(ws)
     out = []

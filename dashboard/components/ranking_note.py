@@ -5,8 +5,9 @@ import streamlit as st
 
 from dashboard import resources
 from dashboard.components.job_monitor import job_monitor, launch, recent_jobs
+from dashboard.components.state import md_escape
 
-STEP_KIND = "audit-step"
+STEP_KIND = "audit-step"   # core.audit job kind; step "rank" re-ranks a split
 
 
 def saved_ranking_note(ws, dataset: str, model: str, split: str) -> None:
@@ -14,10 +15,9 @@ def saved_ranking_note(ws, dataset: str, model: str, split: str) -> None:
     since are not in it) and offer to re-rank as a background job (`audit-step` step ``rank``)."""
     if resources.computes_live(ws, dataset, model, split):
         return
-    st.caption(f"The {split} split is large, so this page shows the ranking the audit saved; labels added "
+    st.caption(f"The {md_escape(split)} split is large, so this page shows the ranking the audit saved; labels added "
                "since then count after re-ranking.")
-    if STEP_KIND in resources.job_kinds() and st.button("Re-rank as a job", key=f"rerank_{split}",
-                                                        icon=":material/refresh:"):
+    if st.button("Re-rank as a job", key=f"rerank_{split}", icon=":material/refresh:"):
         launch(ws, STEP_KIND, {"step": "rank", "dataset": dataset, "model": model, "split": split},
                device="cpu")
         st.rerun()

@@ -1,19 +1,30 @@
-"""Workspace picker and the (dataset, model) selection shared by every page.
+"""Workspace picker, the session-state keys shared by pages, and the page context.
 
-The sidebar (drawn by ``app.py`` on every rerun) keeps three session-state keys:
-``sa_workspace`` (folder path text), ``sa_dataset`` and ``sa_model``. Pages call `context()` to get a
-`PageContext`; it raises `NeedsSetup` (rendered as a friendly message with the exact command) when the
-workspace is missing or has no dataset/model yet.
+Session-state keys shared by pages (one name each, defined here):
+
+- ``sa_workspace`` (`WS_KEY`): the workspace folder typed in the sidebar;
+- ``sa_dataset`` (`DATASET_KEY`), ``sa_model`` (`MODEL_KEY`): the sidebar's selection;
+- ``sa_class`` (`CLASS_KEY`): the current class, kept across Features / Rankings / Gaps / Crops
+  (`dashboard.components.class_nav`; `keep_shared_state` keeps it while a page without the selector
+  is shown).
+
+The sidebar (`sidebar`, drawn by ``app.py`` on every rerun inside the page guard) holds the workspace
+folder, the dataset and model selectors and the active-jobs count. Pages call `context()` (or
+`features_page()`) to get a `PageContext`; it raises `NeedsSetup` (rendered as a friendly message with
+the exact command) when the workspace is missing or has no dataset/model yet. User strings shown inside
+Markdown go through `md_escape`.
 """
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
+from core.audit.artifacts import audited_models
 from core.errors import SpurAuditError
 from dashboard import resources
 from dashboard.components.guard import NeedsSetup
@@ -21,6 +32,19 @@ from dashboard.components.guard import NeedsSetup
 WS_KEY = "sa_workspace"
 DATASET_KEY = "sa_dataset"
 MODEL_KEY = "sa_model"
+CLASS_KEY = "sa_class"
+#: keys of widgets that only some pages draw: re-assigned every run so Streamlit keeps them
+SHARED_WIDGET_KEYS = (CLASS_KEY,)
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&])")
+
+
+def md_escape(text: object) -> str:
+    """``text`` made literal inside Markdown: every character Markdown (or Streamlit's ``:color[...]``,
+    ``:emoji:`` and ``$math$`` extensions, or inline HTML) could read is backslash-escaped and line
+    breaks become spaces. For user strings (class, dataset, model names) inside ``st.markdown``,
+    ``st.caption``, ``st.info`` and friends."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
 
 
 def default_workspace() -> str:
@@ -57,7 +81,7 @@ class PageContext:
         dataset = self.require_dataset()
         if not self.model:
             raise NeedsSetup(
-                f"No model is registered for dataset **{dataset}** yet. Train one (or run the demo):",
+                f"No model is registered for dataset **{md_escape(dataset)}** yet. Train one (or run the demo):",
                 f"python -m core model train {shlex.quote(dataset)}-cnn --workspace "
                 f"{shlex.quote(str(self.ws.root))} --dataset {shlex.quote(dataset)} --arch small_cnn")
         return dataset, self.model
@@ -67,7 +91,8 @@ class PageContext:
         dataset, model = self.require_model()
         splits = resources.feature_splits(self.ws, dataset, model)
         if not splits:
-            raise NeedsSetup(f"No features extracted for **{dataset}** / **{model}** yet. Extract them:",
+            raise NeedsSetup(f"No features extracted for **{md_escape(dataset)}** / **{md_escape(model)}** yet. "
+                             "Extract them:",
                              f"python -m core extract --workspace {self.ws.root} --dataset {dataset} --model {model}")
         return dataset, model, splits
 
@@ -96,12 +121,13 @@ def models_for(ws, dataset: str | None) -> list[str]:
 
 def default_dataset(ws, datasets: list[str]) -> str | None:
     """The dataset to open first: one with a finished audit (its pages have the most to show), else the first."""
-    audited = [d for d in datasets if any(ws.path(f"audits/{d}").glob("*/summary.json"))]
+    audited = [d for d in datasets if audited_models(ws, d)]
     return (audited or datasets or [None])[0]
 
 
 def sidebar() -> None:
-    """Draw the workspace picker and the (dataset, model) selectors (errors shown inline)."""
+    """Draw the workspace picker, the (dataset, model) selectors and the active-jobs count; problems
+    are shown inline (``app.py`` runs this inside the page guard, so nothing escapes as a traceback)."""
     with st.sidebar:
         workspace_text()  # sets the default on the first run
         st.text_input("Workspace folder", key=WS_KEY,
@@ -115,21 +141,36 @@ def sidebar() -> None:
         except SpurAuditError as exc:
             st.error(str(exc))
             return
-        datasets = [d.name for d in ws.list_datasets()]
-        if not datasets:
-            st.caption("Workspace is empty.")
-            return
-        if st.session_state.get(DATASET_KEY) not in datasets:
-            st.session_state[DATASET_KEY] = default_dataset(ws, datasets)
-        st.selectbox("Dataset", datasets, key=DATASET_KEY)
-        models = models_for(ws, st.session_state[DATASET_KEY])
-        if not models:
-            st.session_state.pop(MODEL_KEY, None)
-            st.caption("No model for this dataset yet.")
-            return
-        if st.session_state.get(MODEL_KEY) not in models:
-            st.session_state[MODEL_KEY] = models[0]
-        st.selectbox("Model", models, key=MODEL_KEY)
+        _selectors(ws)
+        active = ws.summary()["jobs_active"]
+        st.caption(f"Active jobs: {active}" if active else "No active jobs.")
+
+
+def _selectors(ws) -> None:
+    """The dataset and model selectboxes (a caption instead when there is nothing to select)."""
+    datasets = [d.name for d in ws.list_datasets()]
+    if not datasets:
+        st.caption("Workspace is empty.")
+        return
+    if st.session_state.get(DATASET_KEY) not in datasets:
+        st.session_state[DATASET_KEY] = default_dataset(ws, datasets)
+    st.selectbox("Dataset", datasets, key=DATASET_KEY)
+    models = models_for(ws, st.session_state[DATASET_KEY])
+    if not models:
+        st.session_state.pop(MODEL_KEY, None)
+        st.caption("No model for this dataset yet.")
+        return
+    if st.session_state.get(MODEL_KEY) not in models:
+        st.session_state[MODEL_KEY] = models[0]
+    st.selectbox("Model", models, key=MODEL_KEY)
+
+
+def keep_shared_state() -> None:
+    """Re-assign the shared widget keys (`SHARED_WIDGET_KEYS`) so Streamlit keeps their values while a
+    page that does not draw their widget is shown (it forgets the state of widgets not drawn in a run)."""
+    for key in SHARED_WIDGET_KEYS:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
 
 
 def context() -> PageContext:
@@ -144,3 +185,26 @@ def context() -> PageContext:
     if model not in models:
         model = models[0] if models else None
     return PageContext(ws=ws, dataset=dataset, model=model)
+
+
+@dataclass
+class FeaturesPage:
+    """The context of a page about an audited model's features: workspace, dataset, model and the
+    splits with extracted features (all present)."""
+
+    ws: object                  # core.workspace.Workspace
+    dataset: str
+    model: str
+    splits: list[str]
+
+    @property
+    def class_names(self) -> list[str]:
+        return resources.manifest(self.ws, self.dataset).class_names
+
+
+def features_page(title: str) -> FeaturesPage:
+    """Title the page and return its `FeaturesPage` (`NeedsSetup` naming the missing step's command)."""
+    st.title(title)
+    ctx = context()
+    dataset, model, splits = ctx.require_features()
+    return FeaturesPage(ws=ctx.ws, dataset=dataset, model=model, splits=splits)

@@ -1,33 +1,20 @@
 """End to end over a real workspace: tiny digits-on-textures (with object masks), an untrained
-small CNN (seeded), `run_audit`, the CLI, human answers overriding machine ones."""
-import json
-
+small CNN (seeded), the whole audit (`core.report.run_audit`: `core.audit.pipeline.run_audit` and its
+report), human answers overriding machine ones, the files named by `core.audit.artifacts`."""
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
+from core.audit.artifacts import audit_files, current_verdicts, load_rankings, load_summary
 from core.audit.gaps import GapConfig
-from core.audit.pipeline import (current_verdicts, load_rankings, run_audit, run_gaps, run_rankings,
+from core.audit.pipeline import (run_audit, run_core_crops, run_gaps, run_mask_labels, run_rankings,
                                  run_sensitivity)
-from core.cli import main as cli_main
+from tests.audit.audited_workspace import build_audited_workspace
 
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory):
-    from core.data import build_dataset
-    from core.models.checkpoints import save_workspace_model
-    from core.models.registry import build_model
-    from core.workspace import Workspace
-
-    torch.manual_seed(0)
-    ws = Workspace(tmp_path_factory.mktemp("ws"))
-    build_dataset(ws, "digits-on-textures", "tex", n_train=100, n_val=60, n_test=40, size=32,
-                  digit_size=(16, 24), rho=0.95)
-    model = build_model("small_cnn", num_classes=10, widths=(8, 16, 16))
-    save_workspace_model(ws, "cnn", model, dataset="tex")
-    out = run_audit(ws, "tex", "cnn", k=3, device="cpu")
-    return ws, out
+    return build_audited_workspace(tmp_path_factory.mktemp("ws"))
 
 
 def test_run_audit_persists_everything(audited):
@@ -47,6 +34,24 @@ def test_run_audit_persists_everything(audited):
     html = ws.path("reports/tex__cnn.html").read_text()
     assert "Spurious gaps" in html and "data:image/png;base64," in html
     assert (ws.path("reports/tex__cnn") / "labels.csv").exists()
+
+
+def test_the_audit_writes_the_files_artifacts_names(audited):
+    """Every file under audits/tex/cnn/ after the whole audit is one that `AuditFiles` names (no
+    other module names them), and `load_summary` reads back what `run_audit` returned."""
+    ws, out = audited
+    files = audit_files("tex", "cnn")
+    named = {files.discovery, files.discovery_table, files.importance, files.verdicts, files.collisions,
+             files.collisions_summary, files.summary}
+    for split in ("train", "val"):
+        named |= {files.ranking_scores(split), files.ranking_meta(split), files.ranking_table(split)}
+    named |= {files.gaps_meta("val"), files.gaps_table("val")}
+    written = {ws.rel(p) for p in ws.path(files.folder).rglob("*") if p.is_file()}
+    assert written == named
+    assert ws.rel(out["report"]) == files.report and ws.path(files.exports).is_dir()
+    summary = load_summary(ws, "tex", "cnn")
+    assert summary["report"] == out["report"] and summary["gaps_run_id"] == out["gaps_run_id"]
+    assert set(summary) == set(out)
 
 
 def test_human_answer_overrides_machine_and_unranks(audited):
@@ -71,25 +76,6 @@ def test_human_answer_overrides_machine_and_unranks(audited):
     assert not row.ranked and np.isnan(row.gap)
 
 
-def test_cli_gaps_json_and_label_roundtrip(audited, capsys, tmp_path):
-    ws, _ = audited
-    code = cli_main(["gaps", "--workspace", str(ws.root), "--dataset", "tex", "--model", "cnn", "--split", "val",
-                     "--n-boot", "100", "--json"])
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0 and "cnn" in out["pooled"] and len(out["per_class"]) == 10
-    code = cli_main(["label", "add", "--workspace", str(ws.root), "--dataset", "tex", "--model", "cnn",
-                     "--class", "2", "--feature", "1", "--answer", "spurious_background", "--annotator", "bo",
-                     "--json"])
-    assert code == 0 and json.loads(capsys.readouterr().out) == {"written": 1}
-    code = cli_main(["label", "export", "--workspace", str(ws.root), "--dataset", "tex", "--model", "cnn",
-                     "--out", str(tmp_path / "l.csv"), "--json"])
-    capsys.readouterr()
-    assert code == 0 and "spurious_background,bo" in (tmp_path / "l.csv").read_text()
-    code = cli_main(["label", "add", "--workspace", str(ws.root), "--dataset", "nope", "--model", "cnn",
-                     "--class", "2", "--feature", "1", "--answer", "core", "--annotator", "bo", "--json"])
-    assert code == 2 and "error" in json.loads(capsys.readouterr().out)
-
-
 def test_sensitivity_with_object_masks(audited):
     ws, _ = audited
     t = run_sensitivity(ws, "tex", "cnn", split="test", mask_from="object", max_images=20, device="cpu")
@@ -99,13 +85,13 @@ def test_sensitivity_with_object_masks(audited):
 
 
 def test_image_cache_computes_once(audited):
-    from core.audit.pipeline import load_audit_model
     from core.data import load_manifest
     from core.features.maps import cached_attack, cached_overlay, cached_thumbnail
+    from core.models.checkpoints import load_workspace_model
 
     ws, _ = audited
     man = load_manifest(ws, "tex").split("val")
-    model = load_audit_model(ws, "cnn")
+    model = load_workspace_model(ws, "cnn")
     p1 = cached_overlay(ws, "tex", "cnn", model, man, 3, 2, size=64, device="cpu")
     t1 = p1.stat().st_mtime_ns
     p2 = cached_overlay(ws, "tex", "cnn", model, man, 3, 2, size=64, device="cpu")
@@ -120,8 +106,6 @@ def test_image_cache_computes_once(audited):
 
 
 def test_core_crops_on_workspace(audited):
-    from core.audit.pipeline import run_core_crops
-
     ws, _ = audited
     answered = set(map(tuple, ws.labels("tex", "cnn")[["class_index", "feature"]].to_numpy().tolist()))
     fresh = {c: [f for f in range(16) if (c, f) not in answered][:2] for c in range(10)}   # unanswered pairs
@@ -138,35 +122,20 @@ def test_core_crops_on_workspace(audited):
 
 
 def test_mask_labels_not_duplicated(audited):
-    from core.audit.pipeline import run_mask_labels
-
     ws, _ = audited
     n = len(ws.labels("tex", "cnn", source="masks"))
     assert run_mask_labels(ws, "tex", "cnn", device="cpu") == 0
     assert len(ws.labels("tex", "cnn", source="masks")) == n
 
 
-def test_cli_report_with_attacks(audited, capsys):
+def test_run_audit_without_the_report_step(audited):
+    """`core.audit.pipeline.run_audit` writes no report unless the layer above passes the report step
+    (`core.report.run_audit` does); ``report=True`` is refused with a pointer to it."""
     ws, _ = audited
-    code = cli_main(["report", "--workspace", str(ws.root), "--dataset", "tex", "--model", "cnn", "--split", "val",
-                     "--max-classes", "1", "--attack-steps", "3", "--json"])
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0 and out["path"].endswith("reports/tex__cnn.html")
-    attacks = list(ws.path("cache/attacks").rglob("*_3_0_96.png"))          # steps 3, seed 0, size 96
-    assert len(attacks) == 3                                     # one per top feature of the one class shown
-    html = ws.path("reports/tex__cnn.html").read_text()
-    assert html.count('alt="activation map"') == 3 * (3 + 1)     # 3 overlays + 1 attack per feature
-
-
-def test_job_kinds(audited):
-    from core.jobs import load_job_kinds
-
-    ws, _ = audited
-    kinds = load_job_kinds()
-    seen = []
-    out = kinds["report"](ws, {"dataset": "tex", "model": "cnn", "split": "val", "max_classes": 1},
-                          lambda f, m: seen.append(f))
-    assert out["report_rel"] == "reports/tex__cnn.html" and seen and max(seen) == 1.0
-    res = kinds["audit-step"](ws, {"step": "gaps", "dataset": "tex", "model": "cnn", "split": "val"},
-                              lambda f, m: None)
-    assert "cnn" in res["pooled"] and res["run_id"] >= 1
+    with pytest.raises(TypeError, match="core.report.run_audit"):
+        run_audit(ws, "tex", "cnn", report=True)
+    report = ws.path(audit_files("tex", "cnn").report)
+    report.unlink()
+    out = run_audit(ws, "tex", "cnn", k=3, label_source="existing", device="cpu")
+    assert "report" not in out and not report.exists()
+    assert "report" not in load_summary(ws, "tex", "cnn")

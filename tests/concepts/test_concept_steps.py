@@ -13,6 +13,7 @@ import torch
 from core.concepts.clip import ClipConfig
 from core.concepts.pipeline import run_clip_labels, run_clip_spuriosity, run_sam_labels
 from core.concepts.sam import SamConfig
+from core.errors import SpurAuditError
 from tests.concepts.test_clip import TINY
 
 
@@ -71,3 +72,24 @@ def test_clip_labels(ws_discovered):
     labels = ws.labels("tex", "cnn", source="clip")
     assert n == len(labels) > 0
     assert set(labels.answer) <= {"core", "spurious_background"}
+
+
+def test_concept_rankings_are_named_and_read_like_feature_rankings(ws_discovered):
+    from core.audit.gaps import spurious_gaps
+    from core.concepts.artifacts import list_concept_rankings, load_concept_ranking
+    from core.features.store import load_features
+
+    ws = ws_discovered
+    cfg = ClipConfig(model_name="spuraudit-tiny-clip", pretrained=None)
+    run_clip_spuriosity(ws, "tex", concepts=["brick wall"], clip=cfg, split="val", device="cpu")
+    run_clip_spuriosity(ws, "tex", concepts=["grass"], clip=cfg, split="val", name="lawn", device="cpu")
+    saved = {r.name: r for r in list_concept_rankings(ws, "tex", split="val")}
+    assert set(saved) == {"brick-wall", "lawn"} and saved["lawn"].label == "by concept: grass"
+    assert list_concept_rankings(ws, "tex", split="test") == []
+    fs = load_features(ws, "tex", "cnn", "val")
+    ranking = load_concept_ranking(ws, "tex", "lawn", "val", fs.labels, fs.num_classes)
+    for c in range(fs.num_classes):                           # ascending concept spuriosity within each class
+        assert np.all(np.diff(ranking.scores[ranking.ranking(c)]) >= 0)
+    assert spurious_gaps(ranking, fs.preds()).per_class.shape[0] == fs.num_classes
+    with pytest.raises(SpurAuditError, match="no concept ranking 'water'"):
+        load_concept_ranking(ws, "tex", "water", "val", fs.labels, fs.num_classes)

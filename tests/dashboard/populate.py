@@ -23,14 +23,15 @@ def build_populated_workspace(root: Path, *, with_run: bool = True) -> dict:
     """Create the workspace at ``root``; returns facts the tests assert on."""
     import torch
 
+    from core.audit.artifacts import load_discovery
     from core.audit.labels import add_answers
-    from core.audit.pipeline import load_discovery, run_audit, run_core_crops, run_sensitivity, run_discovery
+    from core.audit.pipeline import run_core_crops, run_discovery, run_sensitivity
     from core.data import build_dataset, load_manifest
     from core.features.extract import extract_splits
     from core.models.checkpoints import save_workspace_model
     from core.models.registry import build_model
     from core.models.train import TrainConfig, train_model
-    from core.report import write_report
+    from core.report import run_audit, write_report
     from core.workspace import Workspace
 
     torch.set_num_threads(1)

@@ -14,9 +14,13 @@ def open_page(page, app_url: str, path: str = "") -> None:
 
 
 def wait_idle(page, timeout_ms: int = 60_000) -> None:
-    """Wait until the script run has finished (Streamlit's "running" status widget is gone)."""
+    """Wait until the script run has finished and nothing is still drawing: Streamlit's "running"
+    status widget is gone, the app reports ``notRunning`` and no skeleton placeholder is left (held
+    for a moment, as Streamlit's own e2e tests do)."""
     page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=timeout_ms)
-    page.wait_for_timeout(300)
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms)
+    page.wait_for_function("() => !document.querySelector(\"[data-testid='stSkeleton']\")", timeout=timeout_ms)
+    page.wait_for_timeout(1000)
 
 
 def screenshot(page, name: str) -> Path:

@@ -53,6 +53,13 @@ class TripleDataset(Dataset):
         return x, int(y), i
 
 
+def array_bytes(folder) -> dict[str, bytes]:
+    """The bytes of the three arrays of a feature folder (for byte-identity checks)."""
+    from pathlib import Path
+
+    return {f: (Path(folder) / f).read_bytes() for f in ("features.npy", "logits.npy", "labels.npy")}
+
+
 def make_toy_workspace(root):
     """A workspace with a real 30-image manifest dataset "toy" (train 20 / val 10, 16x16 PNGs with a planted
     colour per class, sample ids descending with file order) and a small_cnn AuditModel "cnn"."""

@@ -38,7 +38,7 @@ def make_split(n: int, k: int, conflict: float, seed: int, *, contrast: float = 
 
 def cue_data(*, k: int = 2, n_train: int = 400, n_val: int = 160, n_test: int = 160, conflict: float = 0.05,
              seed: int = 0):
-    from core.mitigate.common import MitigationData
+    from core.mitigate.data import MitigationData
 
     xt, yt, bt, at = make_split(n_train, k, conflict, seed)
     xv, yv, bv, av = make_split(n_val, k, None, seed + 1)

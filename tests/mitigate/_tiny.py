@@ -43,7 +43,7 @@ def make_split(n: int, k: int, rho: float, seed: int, noise: float = 0.05):
 
 
 def tiny_data(*, k: int = 2, n_train: int = 400, n_val: int = 200, n_test: int = 200, rho: float = 0.9, seed: int = 0):
-    from core.mitigate.common import MitigationData
+    from core.mitigate.data import MitigationData
 
     xt, yt, bt, at = make_split(n_train, k, rho, seed)
     xv, yv, bv, av = make_split(n_val, k, 1.0 / k, seed + 1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core.mitigate.baselines import ERMConfig, JTTConfig, MRMConfig, run_erm, run_jtt, run_mrm
-from core.mitigate.common import METHODS, get_method
+from core.mitigate.registry import METHODS, get_method
 from core.mitigate.mining import MiningConfig
 
 from _cue import cue_data, cue_model

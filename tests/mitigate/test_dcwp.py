@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from core.errors import SpurAuditError
-from core.mitigate.common import IndexSampler, get_method
-from core.models.checkpoints import export_masked_model, load_masked_model
 from core.mitigate.dcwp import DCWPConfig, make_loss, prune_weights, run_dcwp
 from core.mitigate.mining import MiningConfig, mine_conflicting
+from core.mitigate.registry import get_method
+from core.mitigate.training import IndexSampler
+from core.models.checkpoints import export_masked_model, load_masked_model
 
 from _cue import cue_data, cue_model
 

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from core.errors import SpurAuditError
 from core.models.demo_encoder import (ASSET_DIR, SLICE_N, DemoEncoder, DemoEncoderConfig, as_audit_model,
-                                      evaluate_encoder, intervention_effects, intervention_labels, l2_pgd,
+                                      evaluate_encoder, intervention_effects, intervention_labels, joint_l2_pgd,
                                       load_demo_encoder, load_shipped_encoder, save_demo_encoder,
                                       train_demo_encoder, unbiased_eval_set)
 
@@ -56,7 +56,7 @@ def test_l2_pgd_stays_in_ball_and_raises_loss():
     model = DemoEncoder(DemoEncoderConfig(widths=(8, 16), pools=(2, 1)))
     x = torch.rand(6, 3, 64, 64)
     y = torch.randint(0, 10, (6,))
-    adv = l2_pgd(model, x, y, y, eps=0.5, steps=3)
+    adv = joint_l2_pgd(model, x, y, y, eps=0.5, steps=3)
     d = (adv - x).flatten(1).norm(dim=1)
     assert (d <= 0.5 + 1e-4).all() and (d > 0.1).all()
     assert adv.min() >= 0 and adv.max() <= 1
@@ -65,7 +65,7 @@ def test_l2_pgd_stays_in_ball_and_raises_loss():
         before = ce(model(x)[0], y) + ce(model(x)[1], y)
         after = ce(model(adv)[0], y) + ce(model(adv)[1], y)
     assert after > before
-    assert torch.equal(l2_pgd(model, x, y, y, eps=0.0, steps=3), x)
+    assert torch.equal(joint_l2_pgd(model, x, y, y, eps=0.0, steps=3), x)
 
 
 def test_train_save_load_roundtrip(tmp_path):

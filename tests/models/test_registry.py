@@ -159,3 +159,31 @@ def test_import_core_models_is_light():
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_register_model_decorator_and_call_forms():
+    from core.models.registry import register_model
+
+    @register_model("test-decorated")
+    def build_decorated(*, num_classes, pretrained=None, widths=(4, 4, 4)):
+        return build_model("small_cnn", num_classes=num_classes, widths=widths)
+
+    try:
+        assert MODEL_REGISTRY["test-decorated"] is build_decorated       # the decorator returns the function
+        assert build_model("test-decorated", num_classes=2, widths=[2, 2, 2]).feature_dim == 2
+        with pytest.raises(SpurAuditError, match="already registered"):
+            register_model("test-decorated", build_decorated)
+        register_model("test-decorated", build_decorated, replace=True)  # the call form
+        with pytest.raises(SpurAuditError, match=r"unknown arch 'test-decorated' option\(s\) \['depth'\]"):
+            build_model("test-decorated", num_classes=2, depth=3)
+    finally:
+        MODEL_REGISTRY.pop("test-decorated", None)
+
+
+def test_registry_is_a_leaf():
+    """core.models.registry imports no builder module: builders register themselves on import."""
+    import ast
+
+    path = Path(__file__).resolve().parents[2] / "core" / "models" / "registry.py"
+    imported = {node.module for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)}
+    assert {m for m in imported if m.startswith("core.")} <= {"core.errors", "core.models.audit_model"}

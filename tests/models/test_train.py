@@ -1,8 +1,5 @@
-"""Training: ERM/GCE on a planted-cue dataset, adversarial training, sampling, early stopping, probes.
-
-The planted cue: class k images are noise with a bright patch at position k (plus noise), so a small CNN
-learns it within a few epochs; random-label data serves where learning must *not* generalise.
-"""
+"""Training (`core.models.train`): ERM/GCE on a planted-cue dataset, adversarial training, sampling,
+early stopping, schedules, clipping and input noise (the planted cue: `tests/models/_planted.py`)."""
 from __future__ import annotations
 
 import math
@@ -10,44 +7,14 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import Subset, TensorDataset
 
 from core.errors import SpurAuditError
-from core.models import TrainConfig, build_model, evaluate_accuracy, gce_loss, l2_pgd_attack, train_model
+from core.models import TrainConfig, evaluate_accuracy, train_model
+
+from tests.models._planted import ItemDataset, planted, small
 
 torch.set_num_threads(1)
-WIDTHS = [8, 16, 16]
-
-
-def planted(n: int, *, k: int = 3, seed: int = 0, size: int = 16) -> TensorDataset:
-    """(n, 3, size, size) in [0, 1]; class c has a bright 4x4 patch in corner c of the green channel."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % k
-    x = torch.rand(n, 3, size, size, generator=g) * 0.3
-    corners = [(0, 0), (0, size - 4), (size - 4, 0), (size - 4, size - 4)]
-    for c in range(k):
-        r, col = corners[c]
-        x[y == c, 1, r:r + 4, col:col + 4] = 1.0
-    return TensorDataset(x, y)
-
-
-class ItemDataset(Dataset):
-    """A non-tensor dataset yielding (x, y, index), to exercise the DataLoader path."""
-
-    def __init__(self, base: TensorDataset):
-        self.x, self.y = base.tensors
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int):
-        return self.x[i], int(self.y[i]), i
-
-
-def small(k: int = 3, seed: int = 0):
-    torch.manual_seed(seed)
-    return build_model("small_cnn", num_classes=k, widths=WIDTHS)
 
 
 def test_erm_learns_planted_cue():
@@ -87,19 +54,6 @@ def test_gce_training_and_sgd_cosine_schedule():
 def test_max_iters_caps_steps():
     res = train_model(small(), planted(96), config=TrainConfig(epochs=5, batch_size=32, max_iters=4), device="cpu")
     assert res.iterations == 4 and len(res.history) == 2
-
-
-def test_l2_pgd_attack_stays_in_ball_and_raises_loss():
-    model = train_model(small(), planted(96), config=TrainConfig(epochs=2, batch_size=32, lr=3e-3),
-                        device="cpu").model
-    x, y = planted(32, seed=5).tensors
-    eps = 0.5
-    adv = l2_pgd_attack(model, x, y, eps=eps, steps=5)
-    delta = (adv - x).flatten(1).norm(dim=1)
-    assert bool((delta <= eps + 1e-4).all()) and float(delta.max()) > 0.25 * eps
-    assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
-    with torch.no_grad():
-        assert F.cross_entropy(model(adv), y) > F.cross_entropy(model(x), y)
 
 
 def test_adversarial_training_runs_and_learns():
@@ -147,31 +101,6 @@ def test_config_validation():
     with pytest.raises(SpurAuditError, match="empty"):
         train_model(small(), TensorDataset(torch.zeros(0, 3, 16, 16), torch.zeros(0, dtype=torch.long)),
                     config=TrainConfig(), device="cpu")
-
-
-def test_gce_loss_matches_hand_computation():
-    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]], requires_grad=True)
-    targets = torch.tensor([0, 2])
-    q = 0.7
-    z = logits.detach().numpy().astype(np.float64)
-    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    p_y = p[[0, 1], [0, 2]]
-    expected = q * p_y ** q * (-np.log(p_y))  # LfF/DCWP: q * p_y^q (detached) * CE
-    per_sample = gce_loss(logits, targets, q=q, reduction="none")
-    np.testing.assert_allclose(per_sample.detach().numpy(), expected, rtol=1e-5)
-    assert float(gce_loss(logits, targets, q=q).detach()) == pytest.approx(expected.mean(), rel=1e-5)
-    assert float(gce_loss(logits, targets, q=q, reduction="sum").detach()) == pytest.approx(expected.sum(), rel=1e-5)
-    # its gradient equals the gradient of 1 - p_y^q (q times the GCE loss (1 - p_y^q)/q)
-    (g1,) = torch.autograd.grad(gce_loss(logits, targets, q=q, reduction="sum"), logits)
-    probs = torch.softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
-    (g2,) = torch.autograd.grad((1 - probs ** q).sum(), logits)
-    torch.testing.assert_close(g1, g2)
-    # more confident samples get a larger weight than under CE
-    ce = F.cross_entropy(logits, targets, reduction="none").detach()
-    ratio = (per_sample.detach() / ce).numpy()
-    assert ratio[0] > ratio[1]
-    with pytest.raises(SpurAuditError):
-        gce_loss(logits, targets, q=0.0)
 
 
 def test_grad_clip_bounds_each_step_and_input_noise_changes_training():

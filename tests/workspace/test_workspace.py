@@ -78,7 +78,7 @@ def ws(tmp_path: Path) -> Workspace:
 
 def test_schema_created(tmp_path: Path) -> None:
     w = Workspace(tmp_path / "new")
-    assert w.schema_version == SCHEMA_VERSION == 2
+    assert w.schema_version == SCHEMA_VERSION == 3
     con = sqlite3.connect(w.db_path)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"datasets", "models", "feature_sets", "feature_labels", "concepts", "runs", "jobs",
@@ -88,7 +88,7 @@ def test_schema_created(tmp_path: Path) -> None:
     assert {"note", "score", "source", "annotator"} <= _columns(w.db_path, "feature_labels")
     assert "heartbeat" in _columns(w.db_path, "jobs")
     # reopening is a no-op and create=False works on an existing workspace
-    assert Workspace(tmp_path / "new", create=False).schema_version == 2
+    assert Workspace(tmp_path / "new", create=False).schema_version == 3
     with pytest.raises(SpurAuditError, match="does not exist"):
         Workspace(tmp_path / "missing", create=False)
 
@@ -103,7 +103,7 @@ def test_migrates_v1_database(tmp_path: Path) -> None:
     assert "note" not in _columns(root / "audit.db", "feature_labels")
 
     w = Workspace(root)
-    assert w.schema_version == 2
+    assert w.schema_version == 3
     assert "note" in _columns(root / "audit.db", "feature_labels")
     labels = w.labels("old", "m1")
     assert len(labels) == 1 and labels.loc[0, "note"] == "" and labels.loc[0, "feature"] == 7

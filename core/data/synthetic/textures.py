@@ -23,7 +23,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import skimage.data
+from PIL import Image
+from skimage.transform import resize
 
+from core.data.manifest import Manifest
+from core.data.mnist_source import MNIST_CLASS_NAMES, SPLITS, load_mnist_digits
 from core.errors import SpurAuditError
 from core.progress import ProgressFn, null_progress
 
@@ -32,8 +38,6 @@ TEXTURE_NAMES: tuple[str, ...] = (
     "brick", "grass", "gravel", "moon", "coins",
     "text", "cell", "hubble_deep_field", "immunohistochemistry", "retina",
 )
-DIGIT_CLASS_NAMES = [str(k) for k in range(10)]
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -68,9 +72,6 @@ class TextureConfig:
 
 def _load_texture(name: str, side: int) -> np.ndarray:
     """One scikit-image texture as float32 RGB (H, W, 3) in [0, 1], shorter side resized to ``side``."""
-    import skimage.data
-    from skimage.transform import resize
-
     fn = getattr(skimage.data, name, None)
     if fn is None:
         raise SpurAuditError(f"skimage.data has no image {name!r}; choose bundled ones such as "
@@ -174,8 +175,6 @@ class TextureComposer:
     def compose_one(self, digit: np.ndarray, bias: int, rng: np.random.Generator, region: str
                     ) -> tuple[np.ndarray, np.ndarray]:
         """One composite: float32 (size, size, 3) image, bool (size, size) mask."""
-        from PIL import Image
-
         cfg = self.config
         s = cfg.size
         lo, hi = cfg.digit_size
@@ -253,8 +252,6 @@ def generate_digits_on_textures(*, seed: int = 0, rho: float = 0.95, rho_eval: f
     for sp in splits:
         if sp not in SPLITS:
             raise SpurAuditError(f"unknown split {sp!r}; valid choices: {', '.join(SPLITS)}")
-    from core.data.mnist_source import load_mnist_digits
-
     digits = load_mnist_digits(mnist_path=mnist_path, seed=seed, n_train=n_train, n_val=n_val,
                                n_test=n_test)
     composer = composer or TextureComposer(config)
@@ -292,11 +289,6 @@ def build_digits_on_textures(out_dir: Path, *, seed: int = 0, progress: Progress
     group = label * 10 + bias, mask_path. Deterministic given ``seed``; the pixels equal
     `generate_digits_on_textures` with the same arguments.
     """
-    import pandas as pd
-    from PIL import Image
-
-    from core.data.manifest import Manifest
-
     progress = progress or null_progress
     if digit_size is None:  # 28..44 px at 64 px, scaled with the image size
         digit_size = (max(8, round(28 * int(size) / 64)), max(8, round(44 * int(size) / 64)))
@@ -342,7 +334,7 @@ def build_digits_on_textures(out_dir: Path, *, seed: int = 0, progress: Progress
              "conflict_fraction_per_class": {s: stats["splits"][s]["conflicting_fraction_per_class"] for s in SPLITS},
              "split_sizes": {s: stats["splits"][s]["n"] for s in SPLITS},
              "textures": list(cfg.textures)}
-    manifest = Manifest(df, root=out_dir, class_names=list(DIGIT_CLASS_NAMES), bias_columns=["bias"], attrs=attrs)
+    manifest = Manifest(df, root=out_dir, class_names=list(MNIST_CLASS_NAMES), bias_columns=["bias"], attrs=attrs)
     manifest.save(out_dir / "manifest.parquet")
     stats["config"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     stats["seed"] = seed

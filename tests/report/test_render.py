@@ -1,3 +1,4 @@
+"""`core.report.render`: the HTML of a context — escaping, inlined images and figures, self-contained."""
 import numpy as np
 import pandas as pd
 
@@ -49,13 +50,3 @@ def test_report_renders_and_escapes():
     assert html.count(bundle_marker) == single.count(bundle_marker) >= 1
     assert html.count("Plotly.newPlot") == 2
     assert "<script src=" not in html                           # self-contained: no external script
-
-
-def test_plot_helpers_return_figures():
-    per = _per_class()
-    for fig in (plots.gap_bar(per), plots.gap_scatter(per),
-                plots.model_gap_correlation(pd.DataFrame([[1, .5], [.5, 1]], index=["a", "b"], columns=["a", "b"])),
-                plots.importance_bar([1, 2], [0.5, 0.2], verdicts=["core", "spurious"]),
-                plots.spuriosity_histogram(np.array([0.1, np.nan, 0.3]))):
-        assert fig.__class__.__name__ == "Figure" and len(fig.data) >= 1
-    assert list(plots.gap_bar(per).data[0].x) == ["1", "0"]          # sorted by gap

@@ -1,9 +1,10 @@
-"""Feature store: extraction values, resume after a kill, torchrun sharding, loading, CLI."""
+"""Feature extraction (`core.features.extract`): values, resume after a kill, the workspace round trip and
+loading (torchrun sharding: test_sharding.py; the CLI: tests/commands/test_extract.py, hence this
+file's name: test basenames are unique across tests/)."""
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,18 +15,14 @@ import torch
 
 from core.errors import SpurAuditError
 from core.features import FeatureSet, load_features
-from core.features.extract import extract_features, extract_splits, extract_to_workspace, shard_range
+from core.features.extract import extract_features, extract_to_workspace
 from core.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _standin import TripleDataset, make_data, make_model, make_toy_workspace  # noqa: E402
+from _standin import TripleDataset, array_bytes, make_data, make_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 torch.set_num_threads(1)
-
-
-def _files(d: Path) -> dict[str, bytes]:
-    return {f: (d / f).read_bytes() for f in ("features.npy", "logits.npy", "labels.npy")}
 
 
 @pytest.fixture()
@@ -53,11 +50,11 @@ def test_values_dtypes_and_alignment(tmp_path: Path) -> None:
     assert np.array_equal(np.load(tmp_path / "a/labels.npy"), y.numpy())
     # the TensorDataset fast path gives the same bytes as the DataLoader path
     extract_features(model, data, out_dir=tmp_path / "b", batch_size=10, chunk_size=25, device="cpu")
-    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    assert array_bytes(tmp_path / "a") == array_bytes(tmp_path / "b")
     # DataLoader worker processes give the same bytes
     extract_features(model, TripleDataset(data), out_dir=tmp_path / "w", batch_size=10, chunk_size=25, device="cpu",
                      num_workers=2)
-    assert _files(tmp_path / "w") == _files(tmp_path / "a")
+    assert array_bytes(tmp_path / "w") == array_bytes(tmp_path / "a")
     # a sub-range is row-aligned with the dataset
     f2, _ = extract_features(model, data, out_dir=tmp_path / "c", batch_size=10, index_range=(37, 61), device="cpu")
     assert np.array_equal(f2, feats[37:61])
@@ -100,7 +97,7 @@ def test_resume_after_kill_is_byte_identical(tmp_path: Path) -> None:
     # only the uncommitted rows were recomputed
     assert model.calls == int(np.ceil((103 - state["done"]) / 8))
     assert fractions[0] > state["done"] / 103 - 1e-9
-    assert _files(part) == _files(full)
+    assert array_bytes(part) == array_bytes(full)
     assert not list(part.glob("*.partial.npy"))
 
     # a completed run is returned without recomputation; a different model starts over
@@ -137,16 +134,7 @@ def test_resume_after_real_sigkill(tmp_path: Path) -> None:
     assert 0 < done < 103
     extract_features(make_model(), make_data(), out_dir=out, batch_size=8, chunk_size=16, device="cpu")
     extract_features(make_model(), make_data(), out_dir=tmp_path / "ref", batch_size=8, chunk_size=16, device="cpu")
-    assert _files(out) == _files(tmp_path / "ref")
-
-
-def test_shard_ranges_cover_whole_batches() -> None:
-    for n, world, bs in [(103, 2, 8), (103, 3, 8), (5, 4, 8), (64, 4, 16), (1000, 7, 32)]:
-        ranges = [shard_range(n, rank=r, world_size=world, batch_size=bs) for r in range(world)]
-        assert ranges[0][0] == 0 and ranges[-1][1] == n
-        for (a0, a1), (b0, b1) in zip(ranges, ranges[1:]):
-            assert a1 == b0 and a0 <= a1
-        assert all(lo % bs == 0 for lo, _ in ranges)
+    assert array_bytes(out) == array_bytes(tmp_path / "ref")
 
 
 def test_workspace_roundtrip_and_load(ws: Workspace) -> None:
@@ -164,30 +152,3 @@ def test_workspace_roundtrip_and_load(ws: Workspace) -> None:
     assert np.array_equal(fs.class_rows(1), np.flatnonzero(y == 1))
     with pytest.raises(SpurAuditError, match="python -m core extract --dataset toy --model tiny --split val"):
         load_features(ws, "toy", "tiny", "val")
-
-
-def test_torchrun_two_processes_equal_single(tmp_path: Path) -> None:
-    """`torchrun --nproc-per-node 2 -m core extract ...` (gloo, CPU) gives the single-process files."""
-    single = make_toy_workspace(tmp_path / "single")
-    shutil.copytree(single.root, tmp_path / "dist")
-    ws2 = Workspace(tmp_path / "dist")
-    records = extract_splits(single, "toy", "cnn", "all", batch_size=4, chunk_size=8, device="cpu")
-    assert [r.split for r in records] == ["train", "val"]
-
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                                              "MASTER_PORT")}
-    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "core", "extract", "--dataset", "toy", "--model", "cnn", "--split", "all",
-                           "--batch-size", "4", "--chunk-size", "8", "--device", "cpu", "--workspace", str(ws2.root),
-                           "--json"], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(out) == 1  # only rank 0 reports
-    assert [(f["split"], f["n"]) for f in out[0]["feature_sets"]] == [("train", 20), ("val", 10)]
-    for split in ("train", "val"):
-        a, b = single.get_feature_set("toy", "cnn", split), ws2.get_feature_set("toy", "cnn", split)
-        assert (b.n, b.dim, b.num_classes) == (a.n, a.dim, a.num_classes)
-        assert _files(b.features_path.parent) == _files(a.features_path.parent)
-        assert not (b.features_path.parent / "shards").exists()
-        assert not (b.features_path.parent / "progress.json").exists()  # the sharded path ran, not one rank alone

@@ -7,16 +7,17 @@ import pytest
 import torch
 
 from core.cli import main
+from core.commands.model import _ints
+from core.data import build_dataset
 from core.errors import SpurAuditError
+from core.models import build_model, load_workspace_model
+from core.workspace import Workspace
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def ws_dir(tmp_path_factory):
-    from core.data import build_dataset
-    from core.workspace import Workspace
-
     root = tmp_path_factory.mktemp("ws")
     build_dataset(Workspace(root), "colored-mnist", "cm", seed=0, n_train=120, n_val=40, n_test=40)
     return root
@@ -29,9 +30,6 @@ def _run(capsys, *argv):
 
 
 def test_train_list_show_and_reload(ws_dir, capsys):
-    from core.models import load_workspace_model
-    from core.workspace import Workspace
-
     code, out = _run(capsys, "model", "train", "m1", "--dataset", "cm", "--arch", "small_cnn", "--widths", "8,16,16",
                      "--epochs", "2", "--batch-size", "32", "--seed", "3", "--device", "cpu",
                      "--workspace", str(ws_dir), "--json")
@@ -66,9 +64,6 @@ def test_train_gce_mlp_and_register(ws_dir, capsys, tmp_path):
     assert code == 0, out
     assert json.loads(out)["arch"] == "mlp"
 
-    from core.models import build_model, load_workspace_model
-    from core.workspace import Workspace
-
     code, out = _run(capsys, "model", "register", "ext", "--arch", "mlp", "--dataset", "cm",
                      "--workspace", str(ws_dir), "--json")
     assert code == 0 and json.loads(out)["num_classes"] == 10 and not json.loads(out)["has_spatial_map"]
@@ -86,23 +81,4 @@ def test_bad_arch_is_a_user_error(ws_dir, capsys):
                      "--workspace", str(ws_dir), "--json")
     assert code == 2 and "valid choices" in json.loads(out)["error"]
     with pytest.raises(SpurAuditError):
-        from core.commands.model import _ints
-
         _ints("8,x", "--widths")
-
-
-def test_train_job_kind(ws_dir):
-    from core.jobs import load_job_kinds
-    from core.workspace import Workspace
-
-    kinds = load_job_kinds()
-    assert "train" in kinds
-    seen = []
-    out = kinds["train"](Workspace(ws_dir), {"name": "job1", "dataset": "cm", "arch": "small_cnn",
-                                             "model_kwargs": {"widths": [4, 8, 8]},
-                                             "config": {"epochs": 1, "batch_size": 64}, "device": "cpu"},
-                         lambda f, m: seen.append(f))
-    assert out["model"] == "job1" and "history" not in out and seen[-1] == 1.0
-    assert Workspace(ws_dir).get_model("job1").config["model_config"]["widths"] == [4, 8, 8]
-    with pytest.raises(SpurAuditError, match="unknown training option"):
-        kinds["train"](Workspace(ws_dir), {"name": "job2", "dataset": "cm", "config": {"epoch": 1}}, lambda f, m: None)

@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from core.cli import main
+from core.data import load_manifest
 from core.features import load_features
+from core.models import load_model
 from core.workspace import Workspace
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "features"))
 from _standin import make_toy_workspace  # noqa: E402
 
 
@@ -23,9 +26,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 
 
 def _run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
-    """`python -m core ARGS` in this process (the job test below covers the subprocess path)."""
-    from core.cli import main
-
+    """`python -m core ARGS` in this process (the job test in tests/jobs covers the subprocess path)."""
     capsys.readouterr()
     code = main(list(args))
     return code, capsys.readouterr().out
@@ -38,9 +39,6 @@ def test_cli_extract_all_splits_json(ws: Workspace, capsys: pytest.CaptureFixtur
     result = json.loads(stdout)
     assert [(f["split"], f["n"], f["dim"], f["num_classes"]) for f in result["feature_sets"]] == \
         [("train", 20, 8, 3), ("val", 10, 8, 3)]
-
-    from core.data import load_manifest
-    from core.models import load_model
 
     model = load_model(ws.get_model("cnn").checkpoint)
     split = load_manifest(ws, "toy").split("val")

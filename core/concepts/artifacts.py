@@ -1,0 +1,105 @@
+"""Where concept results live and how they are read: named **concept rankings** (a per-image
+spuriosity measured by CLIP similarity to concept texts, e.g. "by concept: water"), which the
+Rankings and Gaps pages, the report and the gap code use exactly like a ranking by neural features.
+
+Layout under ``concepts/<dataset>/rankings/<name>/``:
+
+* ``meta.json`` — name, spurious and core concept texts (global and per class), the CLIP model, the
+  splits scored and, per split, the AUROC of aligned vs conflicting images when the manifest knows;
+* ``<split>.scores.npy`` — (N, T) float32 CLIP similarity of each image to each concept text;
+* ``<split>.spuriosity.npy`` — (N,) float32 spuriosity (higher = more of the spurious concepts, less
+  of the core ones; within-class z-scores, NaN where a class has no spurious concept), rows aligned
+  with ``manifest.split(split)`` (ascending sample_id).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.audit.spuriosity import SpuriosityResult, class_score_order
+from core.errors import SpurAuditError
+from core.workspace import Workspace
+
+ROOT = "concepts"
+
+
+def concept_ranking_dir(dataset: str, name: str) -> str:
+    """Workspace-relative folder of the concept ranking ``name`` of ``dataset``."""
+    return f"{ROOT}/{dataset}/rankings/{name}"
+
+
+def ranking_name(concepts: list[str]) -> str:
+    """A folder-safe default name from the spurious concept texts ("water, sky" -> "water-sky")."""
+    slug = re.sub(r"[^a-z0-9]+", "-", " ".join(concepts).lower()).strip("-")
+    return (slug or "concepts")[:60]
+
+
+@dataclass
+class ConceptRanking:
+    """What `list_concept_rankings` returns about one saved concept ranking."""
+
+    name: str
+    concepts: list[str]
+    core_concepts: list[str] = field(default_factory=list)
+    per_class: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    splits: list[str] = field(default_factory=list)
+    clip: dict = field(default_factory=dict)
+    auroc: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """How a page names it: ``by concept: water, sky``."""
+        return "by concept: " + ", ".join(self.concepts or [self.name])
+
+
+def list_concept_rankings(ws: Workspace, dataset: str, *, split: str | None = None) -> list[ConceptRanking]:
+    """The saved concept rankings of ``dataset`` (only those scored on ``split`` when given), by name."""
+    base = ws.path(f"{ROOT}/{dataset}/rankings")
+    if not base.is_dir():
+        return []
+    out = []
+    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+        meta = ws.read_json(f"{concept_ranking_dir(dataset, folder.name)}/meta.json")
+        if not meta:
+            continue
+        ranking = ConceptRanking(name=folder.name, concepts=list(meta.get("concepts", [])),
+                                 core_concepts=list(meta.get("core_concepts", [])),
+                                 per_class=dict(meta.get("per_class", {})), splits=list(meta.get("splits", [])),
+                                 clip=dict(meta.get("clip", {})), auroc=dict(meta.get("auroc", {})))
+        if split is None or split in ranking.splits:
+            out.append(ranking)
+    return out
+
+
+def load_concept_scores(ws: Workspace, dataset: str, name: str, split: str) -> np.ndarray:
+    """(N,) float32 spuriosity of ``split`` under concept ranking ``name``."""
+    rel = f"{concept_ranking_dir(dataset, name)}/{split}.spuriosity.npy"
+    if not ws.path(rel).is_file():
+        known = ", ".join(r.name for r in list_concept_rankings(ws, dataset)) or "none yet"
+        raise SpurAuditError(f"no concept ranking {name!r} of {dataset}/{split} (saved: {known}); run it on the "
+                             "Automation page or with `python -m core concepts clip-rank`")
+    return np.asarray(ws.open_npy(rel, mmap=False), dtype=np.float32)
+
+
+def load_concept_ranking(ws: Workspace, dataset: str, name: str, split: str, labels: np.ndarray,
+                         num_classes: int) -> SpuriosityResult:
+    """The concept ranking ``name`` of ``split`` as a `SpuriosityResult` (same order rules as every
+    ranking: `class_score_order`), ready for `core.audit.gaps.spurious_gaps`. ``labels`` (N,) int64
+    are the split's class labels (e.g. a feature set's ``labels``); classes whose scores are all NaN
+    are reported unranked."""
+    scores = load_concept_scores(ws, dataset, name, split)
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(scores) != len(labels):
+        raise SpurAuditError(f"concept ranking {name!r} has {len(scores)} rows but {dataset}/{split} has {len(labels)}; "
+                             "the split changed since it was scored: run the concept ranking again")
+    start = np.zeros(num_classes + 1, dtype=np.int64)
+    np.cumsum(np.bincount(labels, minlength=num_classes), out=start[1:])
+    unranked = [c for c in range(num_classes) if not np.isfinite(scores[labels == c]).any()]
+    return SpuriosityResult(scores=scores, labels=labels, order=class_score_order(labels, scores), class_start=start,
+                            spurious={c: [] for c in range(num_classes)}, classes_without_spurious=unranked)
+
+
+__all__ = ["ROOT", "ConceptRanking", "concept_ranking_dir", "ranking_name", "list_concept_rankings",
+           "load_concept_scores", "load_concept_ranking"]

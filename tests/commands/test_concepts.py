@@ -1,0 +1,69 @@
+"""CLI of the concept steps (`core/commands/concepts.py`): CLIP concept spuriosity as JSON with a
+random-init tiny CLIP (the plumbing, not CLIP's quality), the actions' help, missing options."""
+import json
+
+import pytest
+import torch
+
+from core.cli import main as cli_main
+from tests.concepts.test_clip import TINY
+
+
+@pytest.fixture(scope="module")
+def tex_workspace(tmp_path_factory):
+    import open_clip
+
+    from core.data import build_dataset
+    from core.workspace import Workspace
+
+    folder = tmp_path_factory.mktemp("clipcfg")
+    (folder / "spuraudit-tiny-clip.json").write_text(json.dumps(TINY))
+    open_clip.add_model_config(folder)
+    torch.manual_seed(0)
+    ws = Workspace(tmp_path_factory.mktemp("ws"))
+    build_dataset(ws, "digits-on-textures", "tex", n_train=20, n_val=30, n_test=10, size=32, digit_size=(16, 24),
+                  rho=0.9)
+    return ws
+
+
+def test_clip_rank_json(tex_workspace, capsys):
+    ws = tex_workspace
+    code = cli_main(["concepts", "clip-rank", "--workspace", str(ws.root), "--dataset", "tex", "--split", "val",
+                     "--concept", "brick wall", "--core-concept", "a digit", "--clip-model", "spuraudit-tiny-clip",
+                     "--clip-weights", "", "--device", "cpu", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["n"] == 30 and out["concepts"] == ["brick wall"] and out["core_concepts"] == ["a digit"]
+    assert out["clip"] == {"model": "spuraudit-tiny-clip", "pretrained": None}
+    assert ws.open_npy(out["spuriosity"], mmap=False).shape == (30,)
+    assert 0.0 <= out["auroc_aligned_vs_conflicting"] <= 1.0
+
+
+def test_clip_labels_needs_a_discovery(tex_workspace, capsys):
+    code = cli_main(["concepts", "clip-labels", "--workspace", str(tex_workspace.root), "--dataset", "tex",
+                     "--model", "cnn", "--concept", "grass", "--clip-model", "spuraudit-tiny-clip", "--clip-weights",
+                     "", "--device", "cpu", "--json"])
+    assert code == 2 and "python -m core discover" in json.loads(capsys.readouterr().out)["error"]
+
+
+@pytest.mark.parametrize("action, options", [
+    ("clip-rank", ["--dataset", "--split", "--core-concept", "--clip-model", "--clip-weights", "--concept", "--device"]),
+    ("clip-labels", ["--dataset", "--model", "--top-n", "--clip-model", "--concept"]),
+    ("sam-labels", ["--dataset", "--model", "--sam-type", "--sam-checkpoint", "--split", "--device"]),
+])
+def test_help_lists_the_options(action, options, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["concepts", action, "--help"])
+    text = capsys.readouterr().out
+    assert exit_.value.code == 0 and all(o in text for o in options), text
+
+
+def test_concepts_without_an_action_prints_its_help(capsys):
+    assert cli_main(["concepts"]) == 0
+    out = capsys.readouterr().out
+    assert all(a in out for a in ("clip-rank", "clip-labels", "sam-labels"))
+
+
+def test_a_missing_concept_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["concepts", "clip-rank", "--dataset", "tex"])
+    assert exit_.value.code == 2 and "--concept" in capsys.readouterr().err
