@@ -245,7 +245,7 @@ def regularisation_targets(run) -> dict:
 
 def run_canary_part(work: Path, spec: dict, device: str, quiet: bool, variants=("A",)) -> dict:
     from core.data import build_dataset
-    from core.models.train import train_workspace_model
+    from core.models.workspace_models import train_workspace_model
     from core.rare.canary import CanaryConfig, run_canary
     from core.rare.inject import PatchSpec
     from core.workspace import Workspace

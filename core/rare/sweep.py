@@ -46,9 +46,10 @@ from torchvision.transforms import v2
 from core.config import config_fields, config_from_mapping
 from core.device import resolve_device
 from core.errors import SpurAuditError, check_choice
+from core.models.batches import predict_logits
 from core.models.optim import OPTIMIZERS
 from core.models.registry import build_model
-from core.models.train import TrainConfig, predict_logits, train_model
+from core.models.train import TrainConfig, train_model
 from core.progress import ProgressFn, null_progress, sub_progress
 from core.rare.artifacts import METHODS, SWEEP_METHOD, cell_rel, finished_cells, run_rel, shadow_rel
 from core.rare.data import DATA_CHOICES, RareData, load_rare_data

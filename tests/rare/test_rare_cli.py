@@ -54,7 +54,7 @@ def test_sweep_show_runs_and_errors(tmp_path, capsys):
 
 
 def test_score_unlearn_and_canary_commands(tmp_path, capsys):
-    from core.models.train import train_workspace_model
+    from core.models.workspace_models import train_workspace_model
 
     ws = Workspace(tmp_path / "ws")
     tiny_cmnist(ws)
