@@ -5,6 +5,8 @@
     python -m core workspace info                        # counts, identity, read-only, last backup
     python -m core run list [--status failed] [--method ffw] [--limit 50]
     python -m core run show ID
+    python -m core run relaunch ID [--device cpu]       # a failed/cancelled mitigation run again, as a job
+    python -m core run clear ID                          # remove a failed/cancelled run and its files
 
 ``workspace check`` exits 0 when all is well and 1 when it found a problem (listed); a database that
 cannot be opened at all is a user error (exit 2, the message names the file and the fix). Listing runs
@@ -19,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from core.commands.context import CommandContext
-from core.jobs import reconcile
+from core.errors import SpurAuditError
+from core.jobs import reconcile, submit
+from core.mitigate.jobs import relaunch_params
 from core.runs import reconcile_runs
 from core.workspace import Workspace
 
@@ -61,6 +65,14 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     sh = rsub.add_parser("show", parents=[common], help="one run: params, metrics, artifacts, error")
     sh.add_argument("id", type=int)
     sh.set_defaults(handler=_run_show)
+    rl = rsub.add_parser("relaunch", parents=[common],
+                         help="start a failed or cancelled mitigation run again as a job, with its own settings")
+    rl.add_argument("id", type=int)
+    rl.add_argument("--device", default=None, help="default: the device the run was given")
+    rl.set_defaults(handler=_run_relaunch)
+    cl = rsub.add_parser("clear", parents=[common], help="remove a failed or cancelled run: its record and files")
+    cl.add_argument("id", type=int)
+    cl.set_defaults(handler=_run_clear)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
@@ -174,4 +186,34 @@ def _run_show(ctx: CommandContext) -> int:
         lines.append("metrics: " + json.dumps(run.metrics, default=str)[:500])
     lines += [f"  {k}: {v}" for k, v in sorted(out["artifacts"].items())]
     ctx.emit(out, "\n".join(lines))
+    return 0
+
+
+def _ended_badly(ws: Workspace, run_id: int, action: str):
+    """The run ``run_id`` after reconciling, which must be failed or cancelled for ``action``."""
+    reconcile_runs(ws)
+    run = ws.get_run(run_id)
+    if run.status not in ("failed", "cancelled"):
+        raise SpurAuditError(f"run {run.id} is {run.status}; only failed or cancelled runs can be {action} "
+                             "(see python -m core run list --status failed)")
+    return run
+
+
+def _run_relaunch(ctx: CommandContext) -> int:
+    ws = _existing(ctx)
+    run = _ended_badly(ws, ctx.args.id, "re-launched")
+    kind, params = relaunch_params(run)
+    device = ctx.args.device or params.get("device") or "auto"
+    params["device"] = device
+    job_id = submit(ws, kind, params, device=device)
+    ctx.emit({"run": run.id, "job": job_id, "kind": kind, "params": params},
+             f"run {run.id} re-launched as job {job_id} ({kind}); follow it with python -m core job show {job_id}")
+    return 0
+
+
+def _run_clear(ctx: CommandContext) -> int:
+    ws = _existing(ctx)
+    run = _ended_badly(ws, ctx.args.id, "cleared")
+    ws.delete_run(run.id)
+    ctx.emit({"cleared": run.id}, f"run {run.id} ({run.method}, {run.status}) cleared")
     return 0

@@ -8,6 +8,7 @@ from typing import Any
 
 from core.config import config_from_mapping
 from core.errors import SpurAuditError
+from core.mitigate.registry import METHODS
 from core.mitigate.runner import run_comparison, run_mitigation
 from core.progress import ProgressFn
 from core.workspace import Workspace
@@ -73,3 +74,20 @@ def compare_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
 
 
 JOB_KINDS = {"mitigate": mitigate_job, "compare": compare_job}
+
+
+def relaunch_params(run: Any) -> tuple[str, dict]:
+    """The job kind and params that run a recorded mitigation run again with its own settings: a
+    "compare"/"sweep" run -> ("compare", CompareJob params), a single-method run -> ("mitigate",
+    MitigateJob params). Raises `SpurAuditError` for runs no mitigation job made (audit, rare sweeps)."""
+    p = dict(run.params or {})
+    if run.method in ("compare", "sweep"):
+        return "compare", {"dataset": run.dataset, "model": run.model, "methods": list(p.get("methods") or []),
+                           "seeds": list(p.get("seeds") or [0]), "configs": dict(p.get("configs") or {}),
+                           "sweep": p.get("sweep"), "device": p.get("device") or "auto"}
+    if run.method in METHODS:
+        return "mitigate", {"dataset": run.dataset, "model": run.model, "method": run.method,
+                            "config": dict(p.get("config") or {}), "seed": int(p.get("seed", 0)),
+                            "device": p.get("device") or "auto"}
+    raise SpurAuditError(f"run #{run.id} ({run.method}) was not made by a mitigation job; start it again "
+                         "from the command or page that made it")

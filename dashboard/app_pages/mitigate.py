@@ -11,6 +11,7 @@ import streamlit as st
 
 from core.audit.artifacts import load_comparison, load_comparison_figure, load_run_gaps
 from core.mitigate import METHOD_CHOICES, ffw_presets, ffw_variants, method_help
+from core.mitigate.jobs import relaunch_params
 from core.runs import reconcile_runs
 from dashboard import resources
 from dashboard.components.charts import gap_before_after_figure, run_comparison_figure
@@ -151,6 +152,32 @@ def show_single_runs(ws, dataset: str, runs: list) -> None:
                         key="single_runs_gaps")
 
 
+def failed_runs(ws, runs: list) -> None:
+    """Failed or cancelled runs (also those whose process died: `reconcile_runs`), each with its reason
+    and two actions: run it again with the same settings as a new job, or clear it (the run's record and
+    its partial files; finished runs are never offered)."""
+    if not runs:
+        return
+    st.subheader("Failed or cancelled runs")
+    for r in sorted(runs, key=lambda r: r.id, reverse=True):
+        with st.container(border=True):
+            st.markdown(f"**Run #{r.id}** · {md_escape(r.method)} · {r.status} · "
+                        f"{md_escape(r.updated[:16].replace('T', ' '))}")
+            st.text(r.error or "no reason recorded")
+            c1, c2, _ = st.columns([1, 1, 4])
+            if c1.button("Re-launch", key=f"mit_relaunch_{r.id}", icon=":material/replay:",
+                         help="start a new job with this run's methods, seeds and options"):
+                kind, params = relaunch_params(r)
+                job_id = launch(ws, kind, params, device=params.get("device") or "auto")
+                st.toast(f"Started job #{job_id}")
+                st.rerun()
+            if c2.button("Clear", key=f"mit_clear_{r.id}", icon=":material/delete:",
+                         help="remove this run's record and its partial files"):
+                ws.delete_run(r.id)
+                st.toast(f"Cleared run #{r.id}")
+                st.rerun()
+
+
 def comparison_label(run) -> str:
     methods = ", ".join(run.params.get("methods", []))
     return f"#{run.id} · {methods} · {run.updated[:16].replace('T', ' ')}"
@@ -189,9 +216,7 @@ def render() -> None:
         chosen = st.selectbox("Comparison", sorted(by_id, reverse=True), key="mit_cmp_run",
                               format_func=lambda i: comparison_label(by_id[i]))
         show_comparison(ws, by_id[chosen])
-    for r in comparisons + singles:
-        if r.status == "failed":
-            st.error(f"Run #{r.id} ({r.method}) failed: {r.error}")
+    failed_runs(ws, [r for r in comparisons + singles if r.status in ("failed", "cancelled")])
     if singles:
         st.subheader("Single-method runs")
         show_single_runs(ws, dataset, singles)

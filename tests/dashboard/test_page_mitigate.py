@@ -64,3 +64,46 @@ def test_mitigate_page_compares_runs_and_launches_a_job(populated):
                                              "refit_head": True, "bias_budget": 0.3}}
     if ws.get_job(job.id).active:
         at.button(key=f"mit_jobs__cancel_{job.id}").click().run()
+
+
+def test_failed_runs_can_be_relaunched_with_their_settings_or_cleared(populated):
+    """A run whose process died (or that failed) is listed with its reason; Re-launch starts a new job of
+    the same kind with the run's own settings; Clear removes the run's record and files."""
+    from core.workspace import Workspace
+
+    ws = Workspace(populated["root"])
+    dataset, model = ws.list_runs()[0].dataset, ws.list_runs()[0].model
+    dead = ws.add_run(method="compare", dataset=dataset, model=model,
+                      params={"methods": ["head-tuning"], "seeds": [0, 1], "device": "cpu",
+                              "configs": {"head-tuning": {"epochs": 2}}, "sweep": None})
+    ws.update_run(dead, status="failed", error="marked failed when runs were listed: owner process 4242 is gone")
+    broken = ws.add_run(method="head-tuning", dataset=dataset, model=model,
+                        params={"config": {"epochs": 3}, "seed": 1, "device": "cpu"})
+    ws.update_run(broken, status="failed", error="ValueError: planted **failure** ![x](http://example.invalid/p.png)")
+    ws.write_json(f"{ws.run_dir(broken)}/partial.json", {"epoch": 0})
+    try:
+        at = open_app(populated["root"], "mitigate")
+        assert "Failed or cancelled runs" in texts(at.subheader)
+        shown = [t.value for t in at.text]
+        assert "marked failed when runs were listed: owner process 4242 is gone" in shown
+        assert any("![x](http://example.invalid/p.png)" in t for t in shown)   # as text, not Markdown
+
+        n_jobs = len(ws.list_jobs())
+        at.button(key=f"mit_relaunch_{dead}").click().run()
+        assert not at.exception
+        job = ws.list_jobs()[0]
+        assert len(ws.list_jobs()) == n_jobs + 1 and job.kind == "compare" and job.device == "cpu"
+        assert job.params["methods"] == ["head-tuning"] and job.params["seeds"] == [0, 1]
+        assert job.params["configs"] == {"head-tuning": {"epochs": 2}}
+        if ws.get_job(job.id).active:
+            at.button(key=f"mit_jobs__cancel_{job.id}").click().run()
+
+        at.button(key=f"mit_clear_{broken}").click().run()
+        assert not at.exception
+        assert broken not in [r.id for r in ws.list_runs()]
+        assert not ws.path(ws.run_dir(broken)).exists()
+        assert dead in [r.id for r in ws.list_runs()]                    # only the run cleared is gone
+    finally:
+        for run_id in (dead, broken):
+            if run_id in [r.id for r in ws.list_runs()]:
+                ws.delete_run(run_id)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from core import runs
+from core.errors import SpurAuditError
+from core.mitigate.jobs import relaunch_params
 from core.workspace import SCHEMA_VERSION, Workspace
 from tests.workspace._cli import REPO, cli, no_traceback
 from tests.workspace.test_workspace import V1_SQL
@@ -134,3 +136,38 @@ def test_runs_of_an_older_workspace_are_migrated_and_reconciled(tmp_path):
     assert [r.status for r in old] == ["running", "done"] and old[0].owner_pid is None
     assert runs.reconcile_runs(ws) == [old[0].id]
     assert "before" in ws.get_run(old[0].id).error and ws.get_run(old[1].id).status == "done"
+
+
+def test_cli_relaunches_and_clears_only_runs_that_ended_badly(tmp_path):
+    """`run relaunch ID` starts a job with the run's own settings; `run clear ID` removes the run and its
+    files; both refuse a finished run (exit 2, nothing changed)."""
+    root = tmp_path / "w"
+    ws = Workspace(root)
+    failed = ws.add_run(method="compare", dataset="d", model="m",
+                        params={"methods": ["head-tuning", "ffw"], "seeds": [0, 2], "device": "cpu",
+                                "configs": {"ffw": {"max_epochs": 2}}, "sweep": None})
+    ws.update_run(failed, status="failed", error="RuntimeError: planted")
+    single = ws.add_run(method="head-tuning", dataset="d", model="m", params={"config": {"epochs": 3}, "seed": 1})
+    ws.update_run(single, status="cancelled", error="cancelled")
+    done = ws.add_run(method="erm", dataset="d", model="m")
+    ws.update_run(done, status="done")
+    ws.write_json(f"{ws.run_dir(failed)}/partial.json", {"epoch": 1})
+
+    out = cli("run", "relaunch", str(failed), "--json", workspace=root)
+    assert out.returncode == 0, out.stderr
+    job = ws.get_job(json.loads(out.stdout)["job"])
+    assert job.kind == "compare" and job.device == "cpu"
+    assert job.params["methods"] == ["head-tuning", "ffw"] and job.params["seeds"] == [0, 2]
+    assert job.params["configs"] == {"ffw": {"max_epochs": 2}}
+    kind, params = relaunch_params(ws.get_run(single))     # (in process: one CLI start less)
+    assert kind == "mitigate" and params["method"] == "head-tuning"
+    assert params["config"] == {"epochs": 3} and params["seed"] == 1
+    with pytest.raises(SpurAuditError, match="not made by a mitigation job"):
+        relaunch_params(ws.get_run(ws.add_run(method="audit-gaps", dataset="d", model="m")))
+
+    refused = cli("run", "clear", str(done), workspace=root)
+    assert refused.returncode == 2 and "only failed or cancelled" in refused.stderr and no_traceback(refused)
+    out = cli("run", "clear", str(failed), workspace=root)
+    assert out.returncode == 0, out.stderr
+    assert [r.id for r in ws.list_runs()][:2] == [single, done]
+    assert not (root / ws.run_dir(failed)).exists()
