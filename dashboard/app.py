@@ -23,7 +23,9 @@ from dashboard.components.state import keep_shared_state, sidebar  # noqa: E402
 # which runs a deep-linked page (/features) without this script (no sidebar, no page config).
 _PAGES = Path(__file__).resolve().parent / "app_pages"
 
-st.set_page_config(page_title="SpurAudit", page_icon=":material/troubleshoot:", layout="wide")
+# A local favicon: a ":material/..." page icon makes the browser fetch an SVG from fonts.gstatic.com,
+# a request to the outside from a tool that must work offline (tests/e2e/test_injection_e2e.py).
+st.set_page_config(page_title="SpurAudit", page_icon=str(_REPO / "assets" / "brand" / "favicon.png"), layout="wide")
 
 #: (section, file, title, icon) in navigation order — the layout of docs/DESIGN.md "Dashboard layout".
 PAGE_TABLE = [
