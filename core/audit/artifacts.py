@@ -131,6 +131,12 @@ def report_path(ws: Workspace, dataset: str, model: str) -> Path:
     return ws.path(audit_files(dataset, model).report)
 
 
+def load_report(ws: Workspace, dataset: str, model: str) -> bytes | None:
+    """The HTML report of (dataset, model) as bytes (for a download), or None when none was written."""
+    path = report_path(ws, dataset, model)
+    return path.read_bytes() if path.is_file() else None
+
+
 # ------------------------------------------------------------------------------------------------
 # does it exist
 # ------------------------------------------------------------------------------------------------

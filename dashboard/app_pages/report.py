@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.audit.artifacts import has_discovery, ranked_splits, report_path
+from core.audit.artifacts import has_discovery, load_report, ranked_splits, report_path
 from dashboard.components.guard import NeedsSetup, run_page
 from dashboard.components.job_monitor import job_monitor, launch, recent_jobs
 from dashboard.components.state import features_page, md_escape
@@ -33,11 +33,11 @@ def render() -> None:
     ids = recent_jobs(ws, STEP_KIND, dataset=dataset, model=model, limit=1,
                       where=lambda p: p.get("step") == "report")
     job_monitor(ws, ids, key="report_jobs")
-    path = report_path(ws, dataset, model)
-    if path.exists():
-        st.download_button("Download report (HTML)", data=path.read_bytes(), file_name=path.name,
+    html, path = load_report(ws, dataset, model), report_path(ws, dataset, model)
+    if html is not None:
+        st.download_button("Download report (HTML)", data=html, file_name=path.name,
                            mime="text/html", icon=":material/download:", key="report_download")
-        st.caption(f"`{path}` · {path.stat().st_size / 1024:.0f} KiB")
+        st.caption(f"`{path}` · {len(html) / 1024:.0f} KiB")
     else:
         st.info("No report yet for this model — press **Generate report**.", icon=":material/info:")
 
