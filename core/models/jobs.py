@@ -1,4 +1,5 @@
-"""Job kind of the models package: ``train`` (params -> `TrainJob` -> `train_workspace_model`)."""
+"""Job kinds of the models package: ``train`` (params -> `TrainJob` -> `train_workspace_model`) and
+``model-register`` (params -> `RegisterJob` -> build the architecture with the checkpoint, register it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,6 +7,8 @@ from typing import Any
 
 from core.config import config_from_mapping
 from core.errors import SpurAuditError
+from core.models.checkpoints import save_workspace_model
+from core.models.registry import build_model
 from core.models.workspace_models import train_workspace_model
 from core.progress import ProgressFn
 from core.workspace import Workspace
@@ -43,4 +46,40 @@ def train_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     return out
 
 
-JOB_KINDS = {"train": train_job}
+@dataclass(kw_only=True)
+class RegisterJob:
+    """Params of job kind "model-register": the model ``name``, the ``dataset`` it is for (its class
+    count is the head's unless ``num_classes`` is given), the registry ``arch`` (``timm:<name>``,
+    ``clip:<name>``, ``robust-resnet50``, ...) and the ``checkpoint`` path (None = the architecture's
+    default weights, e.g. random init)."""
+
+    name: str = ""
+    dataset: str = ""
+    arch: str = ""
+    checkpoint: str | None = None
+    num_classes: int | None = None
+    replace: bool = False
+    device: str = "auto"
+
+    def validate(self) -> None:
+        for key in ("name", "dataset", "arch"):
+            if not getattr(self, key):
+                raise SpurAuditError(f"model-register job needs params[{key!r}]")
+
+
+def register_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    """Build ``arch`` with the checkpoint's weights (a key mismatch is a `SpurAuditError` listing the
+    missing and unexpected keys) and register it in the workspace."""
+    job = config_from_mapping(RegisterJob, params, what="model-register job")
+    num_classes = job.num_classes or ws.get_dataset(job.dataset).num_classes
+    if ws.has_model(job.name) and not job.replace:
+        raise SpurAuditError(f"model {job.name!r} already exists; pick another name or replace it")
+    progress(0.1, f"loading {job.arch}")
+    model = build_model(job.arch, num_classes=num_classes, pretrained=job.checkpoint or None)
+    progress(0.8, "saving")
+    rec = save_workspace_model(ws, job.name, model, dataset=job.dataset, config={"pretrained": job.checkpoint},
+                               metrics={}, replace=job.replace)
+    return {"model": rec.name, "arch": rec.arch, "feature_dim": model.feature_dim, "num_classes": model.num_classes}
+
+
+JOB_KINDS = {"train": train_job, "model-register": register_job}
