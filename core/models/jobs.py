@@ -7,9 +7,7 @@ from typing import Any
 
 from core.config import config_from_mapping
 from core.errors import SpurAuditError
-from core.models.checkpoints import save_workspace_model
-from core.models.registry import build_model
-from core.models.workspace_models import train_workspace_model
+from core.models.workspace_models import register_checkpoint, train_workspace_model
 from core.progress import ProgressFn
 from core.workspace import Workspace
 
@@ -68,18 +66,11 @@ class RegisterJob:
 
 
 def register_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
-    """Build ``arch`` with the checkpoint's weights (a key mismatch is a `SpurAuditError` listing the
-    missing and unexpected keys) and register it in the workspace."""
+    """Build ``arch`` with the checkpoint's weights and register it (`register_checkpoint`)."""
     job = config_from_mapping(RegisterJob, params, what="model-register job")
-    num_classes = job.num_classes or ws.get_dataset(job.dataset).num_classes
-    if ws.has_model(job.name) and not job.replace:
-        raise SpurAuditError(f"model {job.name!r} already exists; pick another name or replace it")
     progress(0.1, f"loading {job.arch}")
-    model = build_model(job.arch, num_classes=num_classes, pretrained=job.checkpoint or None)
-    progress(0.8, "saving")
-    rec = save_workspace_model(ws, job.name, model, dataset=job.dataset, config={"pretrained": job.checkpoint},
-                               metrics={}, replace=job.replace)
-    return {"model": rec.name, "arch": rec.arch, "feature_dim": model.feature_dim, "num_classes": model.num_classes}
+    return register_checkpoint(ws, job.name, dataset=job.dataset, arch=job.arch, checkpoint=job.checkpoint,
+                               num_classes=job.num_classes, replace=job.replace)
 
 
 JOB_KINDS = {"train": train_job, "model-register": register_job}
