@@ -26,6 +26,7 @@ from core.audit.labels import spurious_features
 from core.audit.labels import verdicts as core_verdicts
 from core.audit.spuriosity import compute_spuriosity
 from core.data.manifest import Manifest
+from core.data.preview import sample_tile
 from core.features.store import load_features
 from core.models.checkpoints import load_model
 from core.workspace import Workspace
@@ -269,3 +270,21 @@ def rare_preview(ws, *, data: str, dataset: str | None, patterns: list[str], pat
         stamp = file_stamp(ws.path(patch["path"]) if not Path(patch["path"]).is_absolute() else patch["path"])
     patch_key = tuple(sorted((k_, tuple(v) if isinstance(v, list) else v) for k_, v in (patch or {}).items()))
     return _rare_preview(str(ws.root), data, dataset, tuple(patterns), patch_key, int(target), int(k), stamp)
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 11: Dataset page tiles (mask outlined, conflicting framed) — core.data.preview.sample_tile
+# ------------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=2048)
+def _dataset_tile(root: str, dataset: str, row: int, size: int, stamp: tuple) -> bytes:
+    tile = sample_tile(manifest(workspace(root), dataset), row, size=size)
+    buf = io.BytesIO()
+    tile.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def dataset_tile(ws, dataset: str, row: int, size: int = THUMB_SIZE) -> bytes:
+    """PNG of manifest row ``row`` of ``dataset`` with its object mask outlined and a red frame when it is
+    bias-conflicting; cached per manifest file stamp."""
+    rec = ws.get_dataset(dataset)
+    return _dataset_tile(str(ws.root), dataset, int(row), int(size), file_stamp(rec.manifest_path))

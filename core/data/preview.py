@@ -12,8 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+from PIL import Image, ImageDraw
 
+from core.data import SKIPPED_NAME, dataset_dir
 from core.data.loaders import get_loader
 from core.data.manifest import Manifest
 from core.errors import SpurAuditError, check_call_options
@@ -123,4 +127,75 @@ def preview_source(source: str, path: str | Path, *, head: int = 8, progress: Pr
                           bad_rows=bad, notes=notes)
 
 
-__all__ = ["DatasetPreview", "preview_source", "csv_columns", "group_table", "manifest_overview"]
+def load_skipped(ws: Any, dataset: str) -> pd.DataFrame | None:
+    """The rows skipped when ``dataset`` was imported (path, reason), or None when none were."""
+    path = ws.path(f"{dataset_dir(dataset)}/{SKIPPED_NAME}")
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    return table[[c for c in ("sample_id", "path", "label", "reason") if c in table.columns]]
+
+
+def group_heatmap(table: pd.DataFrame, *, title: str = "Images per (class, bias) group, train") -> go.Figure:
+    """A heatmap of `group_table`'s counts (rows = classes, columns = bias values), counts written in
+    the cells; the diagonal-heavy pattern of a biased dataset shows at a glance."""
+    z = table.to_numpy()
+    fig = go.Figure(go.Heatmap(z=z, x=[str(c) for c in table.columns], y=[str(i) for i in table.index],
+                               colorscale="Blues", text=z, texttemplate="%{text}",
+                               hovertemplate="class %{y}<br>bias %{x}<br>%{z} images<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="bias value", yaxis_title="class", height=max(260, 26 * len(table) + 120),
+                      margin=dict(l=10, r=10, t=50, b=10), yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def sample_rows(manifest: Manifest, class_index: int, *, n: int = 12, split: str = "train", seed: int = 0) -> list[int]:
+    """Up to ``n`` row positions of class ``class_index`` in ``split``: bias-conflicting ones first (up
+    to half), then a seeded sample of the rest, so the grid shows both kinds."""
+    df = manifest.df
+    rows = np.flatnonzero(((df["label"] == class_index) & (df["split"] == split)).to_numpy())
+    if rows.size == 0:
+        return []
+    rng = np.random.default_rng(seed)
+    if "aligned" in df.columns:
+        aligned = df["aligned"].to_numpy()
+        conflicting = [int(r) for r in rows if aligned[r] is not pd.NA and aligned[r] is not None
+                       and not pd.isna(aligned[r]) and not bool(aligned[r])]
+    else:
+        conflicting = []
+    pick = list(rng.permutation(conflicting)[: n // 2]) if conflicting else []
+    rest = [int(r) for r in rng.permutation(rows) if int(r) not in set(pick)]
+    return [int(r) for r in pick + rest[: n - len(pick)]]
+
+
+def is_conflicting(manifest: Manifest, row: int) -> bool:
+    if "aligned" not in manifest.df.columns:
+        return False
+    v = manifest.df["aligned"].iat[int(row)]
+    return not pd.isna(v) and not bool(v)
+
+
+def sample_tile(manifest: Manifest, row: int, *, size: int = 96) -> Image.Image:
+    """Row ``row``'s image as an RGB tile (longer side ``size``): its object mask (when it has one)
+    outlined in yellow, and a red frame when it is bias-conflicting."""
+    img = manifest.load_image(int(row)).convert("RGB")
+    scale = size / max(img.size)
+    small = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    resample = Image.NEAREST if max(img.size) <= 64 else Image.BILINEAR
+    tile = np.asarray(img.resize(small, resample)).copy()
+    try:
+        mask = manifest.load_mask(int(row))
+    except OSError:
+        mask = None
+    if mask is not None:
+        m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(small, Image.NEAREST)) > 0
+        inner = m.copy()
+        inner[1:-1, 1:-1] = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+        tile[m & ~inner] = (255, 221, 0)                            # the mask's boundary
+    out = Image.fromarray(tile)
+    if is_conflicting(manifest, row):
+        ImageDraw.Draw(out).rectangle([0, 0, out.width - 1, out.height - 1], outline=(220, 30, 30), width=3)
+    return out
+
+
+__all__ = ["DatasetPreview", "preview_source", "csv_columns", "group_table", "manifest_overview", "load_skipped",
+           "group_heatmap", "sample_rows", "sample_tile", "is_conflicting"]
