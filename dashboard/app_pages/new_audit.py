@@ -158,7 +158,7 @@ def _dataset_section(ws: Workspace) -> None:
     st.subheader("1 · Dataset")
     sources = list(SOURCES) + ["builder"]
     source = st.selectbox("Source", sources, format_func=SOURCE_LABELS.get, key="na_source")
-    name = st.text_input("Dataset name", key="na_ds_name", placeholder="e.g. birds",
+    name = st.text_input("Dataset name", key="na_ds_name", placeholder="blank = the folder's name",
                          help="letters, digits, '-', '_' and '.'")
     replace = st.checkbox("Replace a dataset of the same name", key="na_ds_replace")
     if source == "builder":
@@ -184,7 +184,8 @@ def _dataset_section(ws: Workspace) -> None:
                                        value=held[1].n_bad > 0, key="na_skip_bad")
                     if st.button("Import", type="primary", key="na_import", icon=":material/download:"):
                         job = forms.attempt(lambda: forms.checked(DatasetAddJob, {
-                            "name": name.strip(), "source": source, "path": path.strip(), "skip_bad": bool(skip),
+                            "name": name.strip() or _default_name(path), "source": source, "path": path.strip(),
+                            "skip_bad": bool(skip),
                             "replace": bool(replace), "options": opts}, what="dataset import"))
                         if job is not None and _name_free(ws, job.name, replace):
                             launch(ws, "dataset-add", {"name": job.name, "source": job.source, "path": job.path,
@@ -198,6 +199,12 @@ def _dataset_section(ws: Workspace) -> None:
         job = ws.get_job(job_id)
         if job.status == "done" and job.result and job.result.get("skipped"):
             st.caption(f"{job.result['skipped']} bad row(s) were skipped; the Dataset page lists them.")
+
+
+def _default_name(path: str) -> str:
+    """The dataset name when none is typed: the folder's (or CSV file's) name, made a valid name."""
+    stem = Path(path.strip()).expanduser().stem if path.strip() else ""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in stem).strip("-.") or "dataset"
 
 
 def _name_free(ws: Workspace, name: str, replace: bool) -> bool:
@@ -227,7 +234,7 @@ def _builder_form(ws: Workspace, name: str, replace: bool) -> None:
             values[field] = col.number_input(field, value=default, key=f"na_b_{kind}_{field}")
     if st.button("Build", type="primary", key="na_build", icon=":material/construction:"):
         seed = int(values.pop("seed", 0))
-        job = forms.attempt(lambda: forms.checked(DatasetBuildJob, {"name": name.strip(), "kind": kind, "seed": seed,
+        job = forms.attempt(lambda: forms.checked(DatasetBuildJob, {"name": name.strip() or kind, "kind": kind, "seed": seed,
                                                                     "replace": bool(replace), "params": values},
                                                   what="dataset build"))
         if job is not None and _name_free(ws, job.name, replace):
@@ -252,7 +259,8 @@ def _model_section(ws: Workspace, datasets: list[str]) -> None:
         return
     dataset = _pick(ws, "Dataset the model is for", datasets, "na_model_ds", DATASET_KEY)
     how = st.radio("How", ["Train a new model", "Register a checkpoint"], horizontal=True, key="na_model_how")
-    name = st.text_input("Model name", key="na_model_name", placeholder=f"{dataset}-cnn")
+    name = st.text_input("Model name", key="na_model_name", placeholder=f"blank = {dataset}-cnn")
+    name = name.strip() or f"{dataset}-cnn"
     devices = resources.device_choices()
     if how == "Train a new model":
         c1, c2, c3, c4 = st.columns(4)
@@ -298,8 +306,6 @@ def _model_section(ws: Workspace, datasets: list[str]) -> None:
                                   "robust-resnet50); blank = the architecture's default weights")
         if st.button("Register", type="primary", key="na_register", icon=":material/save:"):
             def register() -> dict:
-                if not name.strip():
-                    raise SpurAuditError("model name: type a name for the model")
                 if arch.endswith(":"):
                     raise SpurAuditError(f"type the {arch} model name (e.g. {arch}resnet18)")
                 path = str(forms.check_file(ckpt, what="checkpoint", suffixes=forms.WEIGHT_SUFFIXES)) \

@@ -36,7 +36,7 @@ CLASSES = ("horizontal", "vertical")
 def write_bars(root: Path, *, masks: Path | None = None, seed: int = 0, n=(160, 60, 40), size: int = 32) -> list:
     """ImageFolder ``root/{train,val,test}/{horizontal,vertical}/NNN.png``: a light bar (the object) on a
     coloured, noisy background (the planted cue). Returns (rel path, class, split) rows; with ``masks``
-    the bar's mask is written under ``masks/<rel path>``."""
+    the bar's mask is written under ``masks/<rel path>``. Rows: (rel path, class, split, background 0/1)."""
     rng = np.random.default_rng(seed)
     rows = []
     for split, count, conflict in (("train", n[0], 0.05), ("val", n[1], 0.5), ("test", n[2], 0.5)):
@@ -58,7 +58,7 @@ def write_bars(root: Path, *, masks: Path | None = None, seed: int = 0, n=(160, 
                 if masks is not None:
                     (masks / split / name).mkdir(parents=True, exist_ok=True)
                     Image.fromarray(m).save(masks / rel)
-                rows.append((rel, name, split))
+                rows.append((rel, name, split, int(bg == COLOURS[1])))
     return rows
 
 
@@ -142,10 +142,12 @@ def import_train_audit(page, url, ws, steps, *, name: str, source: str | None, p
     type_in(page, "Path", str(path))
     if csv_mask:
         choose(page, "Label column", "category")
+        choose(page, "Bias column", "background")
         assert main(page).locator("[data-testid='stSelectbox']").filter(
             has=page.get_by_text("Object mask column", exact=True)).inner_text().find("mask") >= 0
     click(page, "Preview")
     main(page).get_by_text("usable images").first.wait_for()
+    main(page).get_by_text("usable images").first.scroll_into_view_if_needed()
     shot(page, f"{name}-1-preview")
     click(page, "Import")
     wait_job(ws, "dataset-add")
@@ -165,6 +167,7 @@ def import_train_audit(page, url, ws, steps, *, name: str, source: str | None, p
     goto(page, url, "new_audit")
     main(page).get_by_text("Steps of the last audit").wait_for()
     steps.done(f"{name}: audit chain (job)")
+    main(page).get_by_text("Steps of the last audit").scroll_into_view_if_needed()
 
 
 def test_browser_audit(browser, tmp_path):
@@ -177,8 +180,8 @@ def test_browser_audit(browser, tmp_path):
     write_bars(bars)
     csv_root = tmp_path / "csvbars"
     rows = write_bars(csv_root, masks=csv_root / "masks", seed=1)
-    (csv_root / "list.csv").write_text("image,category,split,mask\n" + "".join(
-        f"{rel},{name},{split},masks/{rel}\n" for rel, name, split in rows))
+    (csv_root / "list.csv").write_text("image,category,split,background,mask\n" + "".join(
+        f"{rel},{name},{split},{'red' if bg == 0 else 'blue'},masks/{rel}\n" for rel, name, split, bg in rows))
     steps.done("write the two datasets (test setup)")
     with serve_app(str(folder), tmp_path / "server.log") as url:
         context = browser.new_context(viewport={"width": 1400, "height": 1800})
