@@ -165,3 +165,28 @@ def test_register_a_matching_checkpoint_and_run_the_audit_job(ws_with_data, tmp_
     assert set(steps["status"]) == {"done"}
     # colored-mnist has no masks and no weights were given: the page says how to get labels
     assert "no feature is labelled spurious yet" in texts(at.info) and "Features page" in texts(at.info)
+
+
+def test_a_failed_step_is_shown_with_its_name(ws_with_data):
+    from core.concepts.jobs import audit_chain_job
+    from core.errors import SpurAuditError
+
+    ws = ws_with_data
+    with pytest.raises(SpurAuditError):
+        audit_chain_job(ws, {"dataset": "cm", "model": "cnn", "k": 2, "eval_split": "nope", "device": "cpu"},
+                        lambda f, m="": None)
+    at = open_app(str(ws.root), "new_audit")
+    assert "Step 'rank' failed" in _errors(at) and "nope" in _errors(at)
+    steps = next(d.value for d in at.dataframe if "step" in d.value.columns)
+    assert dict(zip(steps["step"], steps["status"]))["rank"] == "failed"
+    assert dict(zip(steps["step"], steps["status"]))["extract"] == "done"
+
+
+def test_crops_page_offers_the_launch_once_the_audit_ran(tmp_path):
+    from tests.audit.audited_workspace import build_audited_workspace
+
+    ws, _ = build_audited_workspace(tmp_path / "ws")
+    at = open_app(str(ws.root), "crops")
+    assert "crops and sensitivity were never run" in texts(at.info)
+    assert "run the audit" not in texts(at.info).lower().replace("the audit of this model has run", "")
+    assert at.button(key="run_crops") is not None and at.selectbox(key="crops_split").options == ["train", "val"]

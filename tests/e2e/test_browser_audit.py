@@ -165,6 +165,7 @@ def import_train_audit(page, url, ws, steps, *, name: str, source: str | None, p
     click(page, "Run the audit")
     wait_job(ws, "audit-chain")
     goto(page, url, "new_audit")
+    choose(page, "Dataset", name)
     main(page).get_by_text("Steps of the last audit").wait_for()
     steps.done(f"{name}: audit chain (job)")
     main(page).get_by_text("Steps of the last audit").scroll_into_view_if_needed()
