@@ -190,3 +190,21 @@ def test_crops_page_offers_the_launch_once_the_audit_ran(tmp_path):
     assert "crops and sensitivity were never run" in texts(at.info)
     assert "run the audit" not in texts(at.info).lower().replace("the audit of this model has run", "")
     assert at.button(key="run_crops") is not None and at.selectbox(key="crops_split").options == ["train", "val"]
+
+
+def test_offline_builder_with_its_parameters(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    at = open_app(str(ws.root), "new_audit")
+    at.selectbox(key="na_source").set_value("builder").run()
+    at.selectbox(key="na_builder").set_value("biased-mnist").run()
+    assert at.number_input(key="na_b_biased-mnist_rho").value == pytest.approx(0.99)
+    at.number_input(key="na_b_biased-mnist_rho").set_value(0.9).run()
+    at.number_input(key="na_b_biased-mnist_n_train").set_value(100).run()
+    at.number_input(key="na_b_biased-mnist_n_val").set_value(50).run()
+    at.number_input(key="na_b_biased-mnist_n_test").set_value(50).run()
+    at.button(key="na_build").click().run()
+    job = ws.list_jobs()[0]
+    assert job.kind == "dataset-build" and job.params["name"] == "biased-mnist"
+    assert job.params["params"]["rho"] == pytest.approx(0.9) and job.params["params"]["n_train"] == 100
+    assert jobs.wait(ws, job.id, timeout_s=120).status == "done", jobs.log_tail(ws, job.id)
+    assert ws.get_dataset("biased-mnist").params["split_sizes"] == {"train": 100, "val": 50, "test": 50}

@@ -81,3 +81,21 @@ def test_imagefolder_mask_dir(tmp_path, capsys):
     code = cli_main(["dataset", "add", "x", "--workspace", str(ws.root), "--from", "celeba", str(tmp_path),
                      "--mask-dir", str(tmp_path / "masks")])
     assert code == 2 and "--mask-dir does not apply to --from celeba" in capsys.readouterr().err
+
+
+def test_waterbirds_mask_dir(tmp_path):
+    root = tmp_path / "wb"
+    lines = ["img_filename,y,place,split"]
+    for i in range(8):
+        y, place = i % 2, (i // 2) % 2
+        rel = f"{i:03d}.Bird/img_{i}.jpg"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), 30 * i, np.uint8)).save(root / rel)
+        _mask(tmp_path / "segs" / rel.replace(".jpg", ".png"), (slice(1, 5), slice(1, 5)))
+        lines.append(f"{rel},{y},{place},{i % 3}")
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+    ws = Workspace(tmp_path / "ws")
+    add_dataset_from(ws, "wb", "waterbirds", root, mask_dir=tmp_path / "segs")
+    man = load_manifest(ws, "wb")
+    assert len(man) == 8 and all(man.load_mask(i).sum() == 16 for i in range(8))
+    assert man.df["mask_path"].iat[0].startswith("/")          # a mask folder outside the root: absolute
