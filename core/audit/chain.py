@@ -7,7 +7,7 @@ when the layer above passes their labeller) → ``rank`` (train and the eval spl
 collisions) → ``report`` (when the layer above passes the report step). The state lives in
 ``chain.json`` of the audit folder (`core.audit.artifacts.AuditFiles.chain`, read back with
 `core.audit.artifacts.load_chain_state`): per step its status (pending, running, done, reused,
-failed), seconds, a small result and, for a failed step, its error.
+failed, cancelled), seconds, a small result and, for a failed step, its error.
 
 Reuse: a step is skipped when its last record is done with the same fingerprint (its inputs: options,
 the model's record, the labels' count) and no step before it ran again. So a chain that failed at
@@ -211,11 +211,12 @@ def run_audit_chain(ws: Workspace, config: AuditChainConfig, steps: list[ChainSt
         try:
             part(0.0, f"{label}: started")
             result = s.run(lambda f, m="", _p=part, _l=label: _p(f, f"{_l}: {m}" if m else _l))
-        except BaseException as exc:
-            record.update(status="failed", seconds=round(time.perf_counter() - t0, 2),
+        except BaseException as exc:   # recorded, then re-raised (a cancelled job is "cancelled")
+            status = "failed" if isinstance(exc, Exception) else "cancelled"
+            record.update(status=status, seconds=round(time.perf_counter() - t0, 2),
                           error=f"{type(exc).__name__}: {exc}",
                           trace="".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-3000:])
-            state.update(status="failed", failed_step=s.name)
+            state.update(status=status, failed_step=s.name)
             _save(ws, ds, mdl, state)
             raise
         keys = {"extract": (), "discover": (), "labels": (), "rank": (),

@@ -116,6 +116,9 @@ def _loader_options(source: str, path: str) -> dict | None:
         c1, c2 = st.columns(2)
         opts["target"] = c1.text_input("Target attribute", "Blond_Hair", key="na_celeba_target")
         opts["bias_attr"] = c2.text_input("Bias attribute", "Male", key="na_celeba_bias")
+    if not st.checkbox("Open every image to find unreadable ones (slower on very large datasets)", value=True,
+                       key=f"na_check_{source}"):
+        opts["check_images"] = False
     if source in ("imagefolder", "csv", "disent"):
         c1, c2 = st.columns(2)
         opts["seed"] = int(c1.number_input("Split seed", value=0, step=1, key=f"na_seed_{source}",
