@@ -858,6 +858,20 @@ def row_umask(b: Bench) -> Result:
     return b.handled(ok, ", ".join(f"{k} {v}" for k, v in modes.items()))
 
 
+@case("names: hostile class/dataset/model/annotator/note names on every dashboard page", "injected names")
+def row_injected_names(b: Bench) -> Result:
+    """The real-browser test of tests/e2e/test_injection_e2e.py (every page, outside requests blocked and
+    counted, no element built from a payload); without Chromium the row says so and fails."""
+    if not shutil.which("chromium"):
+        return b.handled(False, "chromium is not installed (apt-get install -y chromium): not checked")
+    cmd = [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/e2e/test_injection_e2e.py"]
+    proc = subprocess.run(cmd, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=CLI_TIMEOUT_S)
+    last = (proc.stdout.strip().splitlines() or [""])[-1]
+    run_ = Proc(["pytest", "tests/e2e/test_injection_e2e.py"], proc.returncode, "", proc.stderr)  # pytest's own
+    return b.handled(proc.returncode == 0, last[:160], run_)                                   # report is not ours
+
+
 # --------------------------------------------------------------------------------------------------
 # running
 # --------------------------------------------------------------------------------------------------
