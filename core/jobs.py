@@ -38,6 +38,7 @@ from core.models import jobs as models_jobs
 from core.progress import ProgressFn
 from core.rare import jobs as rare_jobs
 from core.serialize import json_default
+from core.study import jobs as study_jobs   # issue 14: the many-model study
 from core.workspace import JobRecord, Workspace
 
 JobFn = Callable[[Workspace, dict, ProgressFn], dict]
@@ -104,6 +105,7 @@ def sleep_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
 
 JOB_KINDS.update({**features_jobs.JOB_KINDS, **models_jobs.JOB_KINDS, **audit_jobs.JOB_KINDS,
                   **mitigate_jobs.JOB_KINDS, **rare_jobs.JOB_KINDS})
+JOB_KINDS.update(study_jobs.JOB_KINDS)   # issue 14
 
 
 # --------------------------------------------------------------------------------------------------
