@@ -28,6 +28,7 @@ from core.data.manifest import Manifest
 from core.device import device_options
 from core.features.store import load_features
 from core.models.checkpoints import load_model
+from core.study.artifacts import load_study, study_files
 from core.workspace import Workspace
 
 THUMB_SIZE = 96
@@ -275,3 +276,16 @@ def rare_preview(ws, *, data: str, dataset: str | None, patterns: list[str], pat
         stamp = file_stamp(ws.path(patch["path"]) if not Path(patch["path"]).is_absolute() else patch["path"])
     patch_key = tuple(sorted((k_, tuple(v) if isinstance(v, list) else v) for k_, v in (patch or {}).items()))
     return _rare_preview(str(ws.root), data, dataset, tuple(patterns), patch_key, int(target), int(k), stamp)
+
+
+# ------------------------------------------------------------------------------------------------
+# many-model studies (issue 14; the Gaps page's study block) — read through `core.study.artifacts`
+# ------------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=16)
+def _study(root: str, name: str, stamp: tuple):
+    return load_study(workspace(root), name)
+
+
+def study(ws, name: str):
+    """`core.study.artifacts.Study` ``name`` — cached until its study.json changes."""
+    return _study(str(ws.root), name, file_stamp(ws.path(study_files(name).summary)))
