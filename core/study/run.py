@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,7 @@ def _save(ws: Workspace, files, cfg: StudyConfig, specs: list[ModelSpec], source
     ws.write_text(files.heatmap, pio.to_json(correlation_heatmap(result.correlation)))
     summary = _nan_to_none(to_plain({
         "config": asdict(cfg), "n_classes": ranking_classes, **result.summary(),
+        "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "models": models.to_dict(orient="records"),
         "correlation": {"models": list(result.correlation.columns), "pearson": result.correlation.values.tolist(),
                         "spearman": result.spearman.values.tolist()},

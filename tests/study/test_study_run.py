@@ -136,3 +136,19 @@ def test_cli_and_job(ws: Workspace, capsys: pytest.CaptureFixture, tmp_path: Pat
     job = jobs.wait(ws, job_id, timeout_s=240)
     assert job.status == "done", job.error
     assert job.result["name"] == "job" and job.result["n_models"] == 2
+
+
+def test_report_block_lists_the_studies_of_its_ranking(ws: Workspace) -> None:
+    from core.report.context import _study_section   # noqa: PLC0415 - the report's own block, tested alone
+    from core.report.render import render_report     # noqa: PLC0415
+
+    run_study(ws, {"dataset": "tex", "ranking_model": "cnn", "models": ["other"], "name": "rep", "n_boot": 50,
+                   "device": "cpu", "num_workers": 0})
+    section = _study_section(ws, "tex", "cnn")
+    assert section["studies"][0]["name"] == "rep" and section["studies"][0]["n_models"] == 2   # newest first
+    assert len(section["study_figures"]) == 2 * len(section["studies"])
+    html = render_report({"title": "t", **section})
+    assert "<h2>Many-model study</h2>" in html and "rep" in html and "effective robustness" in html
+    assert html.count("plotly-graph-div") >= 2
+    assert _study_section(ws, "tex", "other")["studies"] == []            # ranked by another model: not shown
+    assert "<h2>Many-model study</h2>" not in render_report({"title": "t"})
