@@ -98,7 +98,7 @@ def decode_resize(path: str | Path, *, image_size: int | None, resize_size: int 
     ``resize_size`` (bilinear, antialiased), centre-crop ``image_size``. ``image_size`` None: as stored."""
     with Image.open(path) as img:
         if image_size is None:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+            return np.array(img.convert("RGB"), dtype=np.uint8)
         target = int(resize_size or image_size)
         if img.format == "JPEG":
             w, h = img.size
@@ -112,7 +112,7 @@ def decode_resize(path: str | Path, *, image_size: int | None, resize_size: int 
         s = int(image_size)
         left, top = (nw - s) // 2, (nh - s) // 2
         img = img.crop((left, top, left + s, top + s))
-        return np.asarray(img, dtype=np.uint8)
+        return np.array(img, dtype=np.uint8)          # a writable copy (torch.from_numpy needs one)
 
 
 class PhotoDataset(Dataset):
@@ -144,7 +144,7 @@ class PhotoDataset(Dataset):
         except (OSError, ValueError) as exc:
             raise SpurAuditError(f"could not read image {self.paths[i]!r}: {exc}; fix or remove the file "
                                  "(python -m core dataset validate --skip-bad)") from None
-        return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1), int(self.labels[i]), int(i)  # (3, S, S)
+        return torch.from_numpy(a).permute(2, 0, 1), int(self.labels[i]), int(i)  # (3, S, S)
 
 
 def photo_loader(dataset: Dataset, cfg: PipelineConfig, device: torch.device, *,
