@@ -121,6 +121,12 @@ def transfer_cost(dev: torch.device, batch_size: int) -> float | None:
     return (time.perf_counter() - t0) / (10 * batch_size) * 1000
 
 
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its reaped children (the decode workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def pipeline(model, paths, labels, *, out: Path, batch_size: int, workers: int, dev: torch.device, amp: str) -> float:
     ds = PhotoDataset(paths, labels, image_size=224)
     t0 = time.perf_counter()
@@ -212,11 +218,15 @@ def main(argv: list[str] | None = None) -> int:
         if dev.type == "cuda" and x_all.numel() * 4 < 0.5 * torch.cuda.mem_get_info(dev)[0]:
             x_all = x_all.to(dev).contiguous(memory_format=torch.channels_last)
         # 1. + 2.: alternate bare / pipeline, fastest of 2 each (least disturbed by other load)
-        bare_s, pipe_s = [], []
+        bare_s, pipe_s, bare_cpu, pipe_cpu = [], [], [], []
         for rep in range(max(1, args.reps)):
+            c = cpu_seconds()
             bare_s.append(bare_forward(model, x_all, batch_size=args.batch_size, dev=dev, amp=args.amp))
+            bare_cpu.append(cpu_seconds() - c)
+            c = cpu_seconds()
             pipe_s.append(pipeline(model, paths, labels, out=Path(tmp) / f"store{rep}", batch_size=args.batch_size,
                                    workers=args.workers, dev=dev, amp=args.amp))
+            pipe_cpu.append(cpu_seconds() - c)   # includes the decode workers (reaped at the loader's end)
         del x_all
         bare, pipe = min(bare_s), min(pipe_s)
         n = len(paths)
@@ -243,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_pipeline_over_bare": round(pipe / bare, 3), "ratio_target": 1.15,
         "ratio_met": bool(pipe / bare <= 1.15),
         "runs_s": {"bare": [round(v, 2) for v in bare_s], "pipeline": [round(v, 2) for v in pipe_s]},
+        "cpu_s": {"bare": [round(v, 2) for v in bare_cpu], "pipeline_incl_workers": [round(v, 2) for v in pipe_cpu]},
+        "ratio_cpu_time_pipeline_over_bare": round(min(pipe_cpu) / max(min(bare_cpu), 1e-9), 3),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "time_split_ms_per_image": {"decode_one_process": round(dec["decode_ms_per_image_one_process"], 2),
                                     "decode_pool_images_per_s": round(dec["decode_pool_images_per_s"], 1),
                                     "transfer": None if transfer_ms is None else round(transfer_ms, 4),
