@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--split", default="val", help="the ranked split (default val)")
     p.add_argument("--name", default=None, help="study name (default DATASET__MODEL__SPLIT)")
     p.add_argument("--no-ranking-model", action="store_true", help="do not evaluate the ranking model itself")
+    p.add_argument("--class-names", default=None, metavar="FILE",
+                   help="readable class names (one per line, class order) for clip-zeroshot prompts")
     p.add_argument("--k", type=int, default=None, help="slice size per class (default min(100, n/4))")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
     p.add_argument("--image-size", type=int, default=None,
@@ -77,7 +79,8 @@ def _study(ctx: CommandContext) -> int:
     if not a.dataset or not a.ranking_model:
         raise SpurAuditError("study needs --dataset and --ranking-model (or --list / --show NAME)")
     cfg = StudyConfig(dataset=a.dataset, ranking_model=a.ranking_model, models=_specs(a), split=a.split, name=a.name,
-                      include_ranking_model=not a.no_ranking_model, k=a.k, n_boot=a.n_boot, image_size=a.image_size,
+                      include_ranking_model=not a.no_ranking_model, class_names_file=a.class_names, k=a.k,
+                      n_boot=a.n_boot, image_size=a.image_size,
                       batch_size=a.batch_size, num_workers=a.num_workers, amp=a.amp, device=a.device).validate()
     if a.job:
         params = asdict(cfg)

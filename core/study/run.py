@@ -43,7 +43,9 @@ class StudyConfig:
     see `core.study.specs`), name (default ``<dataset>__<ranking_model>__<split>``). Gap options: k, max_k,
     n_boot, seed. Prediction options: image_size (None = images as stored, they must share one size; e.g.
     224 for photos: resize 256 + centre crop), batch_size, num_workers (None = from the cores), amp,
-    device. include_ranking_model: evaluate the ranking model too (first)."""
+    device. include_ranking_model: evaluate the ranking model too (first). class_names_file: one readable
+    class name per line in class order, for clip-zeroshot prompts (default: the dataset's class names; an
+    ImageNet folder's names are wnids, so give e.g. a file of the 1,000 ImageNet class names)."""
 
     dataset: str
     ranking_model: str
@@ -51,6 +53,7 @@ class StudyConfig:
     split: str = "val"
     name: str | None = None
     include_ranking_model: bool = True
+    class_names_file: str | None = None
     k: int | None = None
     max_k: int = 100
     n_boot: int = 1000
@@ -73,7 +76,19 @@ class StudyConfig:
                               amp=self.amp)
 
 
-def _build(ws: Workspace, spec: ModelSpec, dataset: str, num_classes: int):
+def _class_names(ws: Workspace, dataset: str, path: str | None, num_classes: int) -> list[str]:
+    if path is None:
+        return list(ws.get_dataset(dataset).class_names)
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise SpurAuditError(f"class names file {path!r} not found; write one class name per line, in class order")
+    names = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if len(names) != num_classes:
+        raise SpurAuditError(f"class names file {path!r} has {len(names)} names; the dataset has {num_classes} classes")
+    return names
+
+
+def _build(ws: Workspace, spec: ModelSpec, dataset: str, num_classes: int, class_names_file: str | None = None):
     if spec.source == "workspace":
         return load_workspace_model(ws, spec.name, device="cpu")
     if spec.checkpoint and Path(spec.checkpoint).expanduser().is_file():
@@ -85,7 +100,7 @@ def _build(ws: Workspace, spec: ModelSpec, dataset: str, num_classes: int):
             return model_from_checkpoint(ckpt, device="cpu", source=repr(spec.checkpoint))
     kwargs = {}
     if spec.arch.startswith("clip-zeroshot:"):
-        kwargs["class_names"] = list(ws.get_dataset(dataset).class_names)
+        kwargs["class_names"] = _class_names(ws, dataset, class_names_file, num_classes)
     return build_model(spec.arch, num_classes=num_classes, pretrained=spec.checkpoint, **kwargs)
 
 
@@ -141,7 +156,7 @@ def run_study(ws: Workspace, config: StudyConfig | dict, *, progress: ProgressFn
         if stored is not None:
             p, sources[spec.label] = stored, "feature store logits"
         else:
-            model = _build(ws, spec, cfg.dataset, ranking.num_classes)
+            model = _build(ws, spec, cfg.dataset, ranking.num_classes, cfg.class_names_file)
             if int(model.num_classes) != ranking.num_classes:
                 raise SpurAuditError(f"model {spec.label!r} has {model.num_classes} outputs, the dataset "
                                      f"{ranking.num_classes} classes; the study needs classifiers of the same classes")

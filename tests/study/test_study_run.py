@@ -152,3 +152,17 @@ def test_report_block_lists_the_studies_of_its_ranking(ws: Workspace) -> None:
     assert html.count("plotly-graph-div") >= 2
     assert _study_section(ws, "tex", "other")["studies"] == []            # ranked by another model: not shown
     assert "<h2>Many-model study</h2>" not in render_report({"title": "t"})
+
+
+def test_zero_shot_prompts_take_a_class_names_file(ws: Workspace, tmp_path: Path) -> None:
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"digit {i}" for i in range(10)) + "\n")
+    out = run_study(ws, {"dataset": "tex", "ranking_model": "cnn", "models": ["zs=clip-zeroshot:spuraudit-tiny-clip"],
+                         "name": "zs-names", "class_names_file": str(names), "include_ranking_model": False,
+                         "n_boot": 0, "device": "cpu", "num_workers": 0})
+    assert [m["model"] for m in out["models"]] == ["zs"]
+    names.write_text("one\ntwo\n")
+    with pytest.raises(SpurAuditError, match="has 2 names; the dataset has 10 classes"):
+        run_study(ws, {"dataset": "tex", "ranking_model": "cnn", "models": ["z2=clip-zeroshot:spuraudit-tiny-clip"],
+                       "name": "zs-bad", "class_names_file": str(names), "include_ranking_model": False,
+                       "n_boot": 0, "device": "cpu", "num_workers": 0})
