@@ -63,7 +63,7 @@ def render() -> None:
         c1, c2, c3 = st.columns(3)
         split = c1.selectbox("Split", splits, index=len(splits) - 1, key="crops_split")
         mask_from = c2.selectbox("Sensitivity masks from", ["core", "spurious", "object"], key="crops_mask")
-        device = c3.selectbox("Device", resources.device_choices(), key="crops_device")
+        device = c3.selectbox("Device", resources.device_choices(), format_func=resources.device_label, key="crops_device")
         st.caption("Both need a saved ranking of the split (run the audit) and labelled core features. "
                    "From a terminal:")
         st.code(f"python -m core crops --workspace {ws.root} --dataset {dataset} --model {model} "
