@@ -41,3 +41,25 @@ def gap_before_after_figure(before: pd.DataFrame, after: dict[str, pd.DataFrame]
                       height=380, margin=dict(l=40, r=10, t=50, b=40), legend=dict(orientation="h", y=-0.2))
     fig.update_xaxes(type="category")
     return fig
+
+
+def gap_view_figure(view: pd.DataFrame, *, title: str) -> go.Figure:
+    """Horizontal bars of the classes in ``view`` (columns class_index, name, gap, ci_low, ci_high, k;
+    in display order, top row first), readable and clickable at any class count because the page
+    passes a top/bottom-N view. Each bar's ``customdata[0]`` is its class index (the page's selection
+    handler reads it)."""
+    df = view.iloc[::-1]                                     # plotly draws the first row at the bottom
+    gap = df["gap"].astype(float) * 100
+    err_hi = ((df["ci_high"].astype(float) * 100) - gap).clip(lower=0).fillna(0)
+    err_lo = (gap - df["ci_low"].astype(float) * 100).clip(lower=0).fillna(0)
+    labels = [f"{int(c)}: {n}" for c, n in zip(df["class_index"], df["name"])]
+    fig = go.Figure(go.Bar(
+        y=labels, x=gap.tolist(), orientation="h", marker_color=["#d62728" if g < 0 else "#1f77b4" for g in gap],
+        error_x=dict(type="data", array=err_hi.tolist(), arrayminus=err_lo.tolist(), symmetric=False),
+        customdata=df[["class_index", "k"]].astype(int).values.tolist(),     # plain lists: readable JSON
+        hovertemplate="%{y}<br>gap %{x:+.1f} pts<br>k %{customdata[1]}<extra>click to open in Rankings</extra>"))
+    fig.update_layout(title=title, xaxis_title="gap, points (acc high − acc low)", template="plotly_white",
+                      height=max(260, 22 * len(df) + 110), margin=dict(l=10, r=10, t=50, b=40),
+                      clickmode="event+select", dragmode="select")
+    fig.update_yaxes(type="category", automargin=True)
+    return fig
