@@ -82,7 +82,9 @@ def overall_progress(pairs: pd.DataFrame) -> dict:
 def next_unlabelled(pairs: pd.DataFrame, class_order: Sequence[int], *, after: tuple[int, int] | None = None
                     ) -> tuple[int, int] | None:
     """The next (class, feature) needing a person, walking classes in ``class_order`` and each class's
-    features by rank, starting after ``after`` (wrapping around); None when every pair is human."""
+    features by rank, starting after ``after`` = (class, feature) (wrapping around; a feature that is
+    not among the class's top features, e.g. -1, starts at that class's first); None when every pair
+    is human."""
     need = pairs[pairs.status != "human"].sort_values(["class_index", "rank"], kind="stable")
     if not len(need):
         return None
@@ -95,12 +97,13 @@ def next_unlabelled(pairs: pd.DataFrame, class_order: Sequence[int], *, after: t
         start = order.index(int(after[0]))
         ranks = pairs[pairs.class_index == int(after[0])].sort_values("rank").feature.astype(int).tolist()
         here = by_class.get(int(after[0]), [])
-        if int(after[1]) in ranks:
+        if int(after[1]) in ranks:        # a feature of that class: continue after it, then the next class
             pos = ranks.index(int(after[1]))
             later = [j for j in here if ranks.index(j) > pos]
             if later:
                 return int(after[0]), later[0]
-        start += 1
+            start += 1
+        # otherwise (e.g. feature -1): that class from its first feature on
     for i in range(len(order)):
         c = order[(start + i) % len(order)]
         if by_class.get(c):

@@ -87,6 +87,7 @@ def class_navigator(ws, dataset: str, model: str, class_names: Sequence[str], nu
                                    "partly human / human: some / every top feature answered by a person")
     view = sort_classes(table, order=order, search=search, statuses=statuses)
     options = view.class_index.astype(int).tolist()
+    st.session_state[f"{key}_view"] = options           # the order "next unlabelled" walks
     current = int(st.session_state[CLASS_KEY])
     hidden = current not in options
     if hidden:
