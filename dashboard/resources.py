@@ -31,7 +31,9 @@ from core.audit.labels import spurious_features
 from core.audit.labels import verdicts as core_verdicts
 from core.audit.spuriosity import compute_spuriosity
 from core.data.manifest import Manifest
+from core.features.projection import project, subsample
 from core.features.store import load_features
+from core.mitigate.embeddings import embedding_rel, load_run_embedding
 from core.models.checkpoints import load_model
 from core.workspace import Workspace
 
@@ -356,3 +358,28 @@ def class_table(ws, dataset: str, model: str, split: str | None = None):
         fstamp = (rec.id, file_stamp(rec.logits_path), file_stamp(gaps_file))
     return _class_table(str(ws.root), dataset, model, split,
                         (fstamp, labels_stamp(ws, dataset, model), _discovery_stamp(ws, dataset, model)))
+
+
+@st.cache_data(show_spinner="Projecting the features to 2-D…", max_entries=8)
+def _projection(root: str, dataset: str, model: str, split: str, method: str, max_points: int, stamp: tuple):
+    fs = _feature_set(root, dataset, model, split, stamp)
+    rows = subsample(fs.labels, int(max_points))
+    return project(fs.features, rows, method=method, n_total=fs.n)
+
+
+def projection(ws, dataset: str, model: str, split: str, *, method: str = "pca", max_points: int = 3000):
+    """`core.features.projection.Projection` of ``split``'s features (at most ``max_points``, class-
+    stratified) — cached per feature-file stamp."""
+    rec = ws.get_feature_set(dataset, model, split)
+    stamp = (rec.id, file_stamp(rec.features_path), file_stamp(rec.logits_path))
+    return _projection(str(ws.root), dataset, model, split, method, int(max_points), stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _run_embedding(root: str, run_id: int, split: str, stamp: tuple):
+    return load_run_embedding(workspace(root), run_id, split)
+
+
+def run_embedding(ws, run_id: int, split: str):
+    """The saved before/after projection of a run (`core.mitigate.embeddings`), or None."""
+    return _run_embedding(str(ws.root), int(run_id), split, file_stamp(ws.path(embedding_rel(run_id, split))))

@@ -63,3 +63,35 @@ def gap_view_figure(view: pd.DataFrame, *, title: str) -> go.Figure:
                       clickmode="event+select", dragmode="select")
     fig.update_yaxes(type="category", automargin=True)
     return fig
+
+
+def embedding_figure(points: pd.DataFrame, *, colour: str, categorical: bool, title: str,
+                     height: int = 520) -> go.Figure:
+    """Scatter of a 2-D projection: ``points`` has columns x, y, row (the feature-set row, in each
+    point's ``customdata[0]`` for the page's selection handler), label (hover text) and ``colour``.
+    Categorical colours get one trace per value (legend); numeric ones a colour scale (NaN grey)."""
+    fig = go.Figure()
+    hover = "%{text}<extra></extra>"
+    if categorical:
+        for value, df in points.groupby(colour, sort=True, dropna=False):
+            fig.add_trace(go.Scattergl(x=df.x.tolist(), y=df.y.tolist(), mode="markers", name=str(value),
+                                       text=df.label.tolist(), customdata=df[["row"]].astype(int).values.tolist(),
+                                       marker=dict(size=5, opacity=0.75), hovertemplate=hover))
+    else:
+        finite = points[points[colour].notna()]
+        missing = points[points[colour].isna()]
+        if len(missing):
+            fig.add_trace(go.Scattergl(x=missing.x.tolist(), y=missing.y.tolist(), mode="markers", name="no value",
+                                       text=missing.label.tolist(),
+                                       customdata=missing[["row"]].astype(int).values.tolist(),
+                                       marker=dict(size=4, color="#bbbbbb", opacity=0.6), hovertemplate=hover))
+        fig.add_trace(go.Scattergl(x=finite.x.tolist(), y=finite.y.tolist(), mode="markers", name=colour,
+                                   text=finite.label.tolist(), customdata=finite[["row"]].astype(int).values.tolist(),
+                                   marker=dict(size=5, opacity=0.8, color=finite[colour].astype(float).tolist(),
+                                               colorscale="Viridis", showscale=True,
+                                               colorbar=dict(title=colour)), hovertemplate=hover))
+    fig.update_layout(title=title, template="plotly_white", height=height, dragmode="lasso",
+                      margin=dict(l=10, r=10, t=50, b=10), legend=dict(itemsizing="constant"))
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    return fig
