@@ -44,14 +44,20 @@ def gap_view(per_class: pd.DataFrame, class_names, *, view: str, n: int, search:
     return df.sort_values([col, "class_index"], ascending=[asc, True], na_position="last", kind="stable").head(int(n))
 
 
-def _on_bar_select(view: pd.DataFrame) -> None:
+def _open(c: int, split: str) -> None:
+    """Open class ``c`` in Rankings on the same split."""
+    st.session_state["rank_split"] = split           # Rankings' split selector (not drawn on this page)
+    open_class(c, RANKINGS_PAGE)
+
+
+def _on_bar_select(view: pd.DataFrame, split: str) -> None:
     """A clicked/selected bar opens its class in Rankings."""
     event = st.session_state.get("gaps_chart")
     points = (event or {}).get("selection", {}).get("points", []) if event else []
     if points:
         cd = points[0].get("customdata")
         c = int(cd[0]) if cd is not None else int(view.iloc[::-1].class_index.iloc[int(points[0]["point_index"])])
-        open_class(c, RANKINGS_PAGE)
+        _open(c, split)
 
 
 def render() -> None:
@@ -103,7 +109,7 @@ def render() -> None:
         title = f"{view_name.capitalize()}: {len(view):,} of {ranked_n:,} ranked classes — {model} on {split}"
         st.plotly_chart(gap_view_figure(view, title=title), key="gaps_chart", on_select="rerun",
                         selection_mode=("points", "box"))
-        _on_bar_select(view)
+        _on_bar_select(view, split)
         st.caption("gap = acc(k highest-spuriosity images) − acc(k lowest), disjoint slices; error bars: "
                    "bootstrap interval. A positive gap means the model leans on the spurious cue. "
                    "Click a bar to open that class in **Rankings**.")
@@ -111,7 +117,7 @@ def render() -> None:
         pick = o1.selectbox("Open a class of this view in Rankings", view.class_index.astype(int).tolist(),
                             format_func=lambda c: class_label(class_names, c), key="gaps_open_class")
         if o2.button("Open in Rankings", key="gaps_open", icon=":material/sort:"):
-            open_class(int(pick), RANKINGS_PAGE)
+            _open(int(pick), split)
 
     negative = per_class[per_class.get("negative", False) == True]  # noqa: E712
     if len(negative):

@@ -141,7 +141,7 @@ def render() -> None:
     spurious = ranking.spurious.get(class_index, [])
     core = core_features(verdicts, fs.num_classes).get(class_index, []) if len(verdicts) else []
 
-    f1, f2, f3, f4 = st.columns([1.4, 1, 1, 1.2])
+    f1, f2, f3, f4 = st.columns([2.2, 1, 1, 1.4])
     view = f1.segmented_control("Order", VIEWS, default=VIEWS[0], key="rank_view") or VIEWS[0]
     misclassified = f2.checkbox("Misclassified only", key="rank_wrong")
     bias_values = _bias_values(fs)

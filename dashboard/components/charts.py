@@ -59,8 +59,7 @@ def gap_view_figure(view: pd.DataFrame, *, title: str) -> go.Figure:
         customdata=df[["class_index", "k"]].astype(int).values.tolist(),     # plain lists: readable JSON
         hovertemplate="%{y}<br>gap %{x:+.1f} pts<br>k %{customdata[1]}<extra>click to open in Rankings</extra>"))
     fig.update_layout(title=title, xaxis_title="gap, points (acc high − acc low)", template="plotly_white",
-                      height=max(260, 22 * len(df) + 110), margin=dict(l=10, r=10, t=50, b=40),
-                      clickmode="event+select", dragmode="select")
+                      height=max(260, 22 * len(df) + 110), margin=dict(l=10, r=10, t=50, b=40))
     fig.update_yaxes(type="category", automargin=True)
     return fig
 
