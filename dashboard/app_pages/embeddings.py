@@ -40,6 +40,12 @@ def point_table(fs, rows: np.ndarray, xy: np.ndarray, preds: np.ndarray, spurios
     return t
 
 
+def _colour_column(t: pd.DataFrame, colour: str) -> tuple[str, bool]:
+    """(column to colour by, categorical?): many classes are coloured by index on a scale."""
+    cat = _categorical(t, colour)
+    return ("class_index" if colour == "class" and not cat else colour), cat
+
+
 def _categorical(t: pd.DataFrame, colour: str) -> bool:
     if colour in ("correct", "aligned"):
         return True
@@ -106,7 +112,8 @@ def render() -> None:
         note += f" PCA axes explain {proj.explained[0]:.0%} and {proj.explained[1]:.0%} of the variance."
     st.caption(note)
     title = f"{model} · {split} · {method.upper()} · coloured by {colour}"
-    st.plotly_chart(embedding_figure(t, colour=colour, categorical=_categorical(t, colour), title=title),
+    col, cat = _colour_column(t, colour)
+    st.plotly_chart(embedding_figure(t, colour=col, categorical=cat, title=title),
                     key="emb_chart", on_select="rerun", selection_mode=("box", "lasso", "points"))
     show_selection(fs, _selected_rows("emb_chart"), key="emb_selected")
 
@@ -137,7 +144,8 @@ def render() -> None:
         xy = np.asarray(saved[side], dtype=np.float32)
         tt = point_table(fs, rows, xy, preds, spur, class_names)
         with col:
-            st.plotly_chart(embedding_figure(tt, colour=colour, categorical=_categorical(tt, colour), height=420,
+            col, cat = _colour_column(tt, colour)
+            st.plotly_chart(embedding_figure(tt, colour=col, categorical=cat, height=420,
                                              title=f"{side}: " + (model if side == "before" else
                                                                   f"run #{run.id} {run.method}")),
                             key=f"emb_{side}", on_select="rerun", selection_mode=("box", "lasso", "points"))

@@ -35,6 +35,8 @@ ANSWER_LABELS = {
 }
 #: keyboard answers of the focused feature (Streamlit's button shortcuts)
 ANSWER_KEYS = {"core": "1", "spurious_object": "2", "spurious_background": "3", "unsure": "4"}
+SHORT_LABELS = {"core": "Core", "spurious_object": "Spurious object", "spurious_background": "Spurious background",
+                "unsure": "Unsure"}
 ANNOTATOR_KEY = "sa_annotator"
 FOCUS_KEY = "features_focus"
 NAV_KEY = "features_nav"
@@ -146,7 +148,7 @@ def focus_panel(ws, dataset, model, fs, class_index: int, feature: int, rank: in
                    "unlabelled feature) · N skip to the next.")
         cols = st.columns(5)
         for col, (answer, key) in zip(cols, ANSWER_KEYS.items()):
-            if col.button(f"{key} · {ANSWER_LABELS[answer]}", key=f"quick_{answer}", shortcut=key,
+            if col.button(f"{key} · {SHORT_LABELS[answer]}", key=f"quick_{answer}", shortcut=key,
                           type="primary" if answer != "unsure" else "secondary"):
                 if not annotator.strip():
                     st.warning("Type your name in the *Annotator* box above before labelling.")
