@@ -71,6 +71,19 @@ def _check(at, what: str) -> None:
         raise RuntimeError(f"{what}: {[e.value for e in [*at.exception, *at.error]][:2]}")
 
 
+def _drop_bench_labels(ws_root: str) -> int:
+    """Remove the answers this benchmark recorded (annotator "bench"), so every run measures the same
+    workspace (a label-and-advance answer changes verdicts, hence rankings)."""
+    from core.workspace import Workspace
+
+    ws = Workspace(ws_root)
+    labels = ws.labels(DATASET, "model-0")
+    ids = [int(i) for i in labels[labels.annotator == "bench"].id]
+    if ids:
+        ws.delete_labels(ids)
+    return len(ids)
+
+
 def server_side(ws_root: str, repeats: int) -> dict:
     """Cold and warm AppTest script times per page, and warm times of the main interactions."""
     out: dict = {"pages": {}, "interactions": {}}
@@ -112,6 +125,7 @@ def server_side(ws_root: str, repeats: int) -> dict:
 
     out["interactions"]["label and advance (Features)"] = interaction(
         "features", label_prepare, lambda at: at.button(key="quick_unsure").click())
+    _drop_bench_labels(ws_root)
     views = iter(["smallest gap", "widest interval", "largest gap"] * 10)
     out["interactions"]["gap view change (Gaps)"] = interaction(
         "gaps", lambda at: None, lambda at: at.selectbox(key="gaps_view").set_value(next(views)))
@@ -219,7 +233,11 @@ def browser_round_trips(ws_root: str, screens: Path, repeats: int) -> dict:
             def key4():
                 page.locator("h1").click()
                 page.keyboard.press("4")
+            page.get_by_label("Annotator").fill("bench")
+            page.get_by_label("Annotator").press("Enter")
+            _settle(page)
             trip("label and advance (keyboard)", key4)
+            _drop_bench_labels(ws_root)
             # gap-bar click -> Rankings
             def bar_click():
                 page.goto(f"{url}/gaps")
@@ -302,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         built = None
         if not (ws_dir / "audit.db").exists():
             built = build_scale_workspace(root, **size)
+        else:
+            _drop_bench_labels(str(ws_dir))
         build_s = time.perf_counter() - t
         repeats = 2 if a.quick else 3
         result = {"size": size, "dataset": DATASET, "build_s": round(build_s, 1),

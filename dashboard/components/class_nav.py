@@ -71,11 +71,16 @@ def _option_text(row) -> str:
 
 def class_navigator(ws, dataset: str, model: str, class_names: Sequence[str], num_classes: int, *,
                     split: str | None = None, key: str = "nav", label: str = "Class") -> int:
-    """Search / order / status filter and the class selector; returns the current class index.
+    """Search / order / status filter and the class selector; returns the current class index. With
+    no current class yet, the class with the largest saved gap is opened (else class 0).
 
     ``split``: the split whose image counts and accuracy the order uses (default: the held-out one)."""
-    apply_pending(num_classes)
     table = resources.class_table(ws, dataset, model, split)
+    if CLASS_KEY not in st.session_state and PENDING_KEY not in st.session_state:
+        best = sort_classes(table, order="largest gap")     # open on the class that matters most, not on 0
+        if len(best) and pd.notna(best["gap"].iloc[0]):
+            set_class(int(best["class_index"].iloc[0]))
+    apply_pending(num_classes)
     c1, c2, c3 = st.columns([2, 1.3, 2])
     search = c1.text_input("Find a class", key=f"{key}_search", placeholder="name or index")
     order = c2.selectbox("Order", list(ORDERS), key=f"{key}_order",
