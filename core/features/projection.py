@@ -44,7 +44,8 @@ def available_methods() -> list[str]:
 
 def subsample(labels: np.ndarray, max_points: int, *, seed: int = 0) -> np.ndarray:
     """Sorted row indices: all rows when there are at most ``max_points``, else a class-stratified
-    seeded sample of ``max_points`` rows (each non-empty class keeps >= 1 row)."""
+    seeded sample of exactly ``max_points`` rows (each class its share rounded down, at least one row
+    when the classes fit, the remainder drawn at random)."""
     labels = np.asarray(labels)
     n = len(labels)
     if max_points < 1:
@@ -61,6 +62,9 @@ def subsample(labels: np.ndarray, max_points: int, *, seed: int = 0) -> np.ndarr
     chosen = order[pos < np.repeat(quota, counts)]
     if len(chosen) > max_points:                                 # many tiny classes: keep a random max_points
         chosen = rng.choice(chosen, size=max_points, replace=False)
+    elif len(chosen) < max_points:                               # quotas round down: top up at random
+        rest = np.setdiff1d(np.arange(n), chosen, assume_unique=False)
+        chosen = np.concatenate([chosen, rng.choice(rest, size=max_points - len(chosen), replace=False)])
     return np.sort(chosen).astype(np.int64)
 
 

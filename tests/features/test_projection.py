@@ -9,7 +9,9 @@ from core.features.projection import available_methods, project, subsample
 def test_subsample_is_stratified_seeded_and_bounded():
     labels = np.array([0] * 1000 + [1] * 10 + [2])
     rows = subsample(labels, 101, seed=0)
-    assert len(rows) <= 101 and (np.diff(rows) > 0).all()
+    assert len(rows) == 101 and (np.diff(rows) > 0).all()
+    many = np.repeat(np.arange(1000), 3)
+    assert len(subsample(many, 2500)) == 2500 and len(np.unique(many[subsample(many, 2500)])) == 1000
     assert set(labels[rows]) == {0, 1, 2}                        # the one-image class is kept
     assert np.array_equal(rows, subsample(labels, 101, seed=0))
     assert np.array_equal(subsample(labels, 5000), np.arange(len(labels)))
