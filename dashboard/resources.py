@@ -323,7 +323,9 @@ def navigator_split(ws, dataset: str, model: str) -> str | None:
 
 
 @st.cache_data(show_spinner="Summarising the classes…", max_entries=16)
-def _class_table(root: str, dataset: str, model: str, split: str | None, stamps: tuple):
+def _class_base(root: str, dataset: str, model: str, split: str | None, fstamp: tuple):
+    """The label-independent part of the class table (images, accuracy, saved gaps) — a new label does
+    not recompute it."""
     ws = workspace(root)
     names = manifest(ws, dataset).class_names
     K = len(names)
@@ -340,9 +342,18 @@ def _class_table(root: str, dataset: str, model: str, split: str | None, stamps:
         saved = load_gaps(ws, dataset, model, split)
         if saved is not None and model in saved.get("per_class", {}):
             gaps_df = pd.DataFrame(saved["per_class"][model])
+    return core_class_table(K, names, labels_per_class=sizes, accuracy=acc, gaps=gaps_df)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _class_table(root: str, dataset: str, model: str, split: str | None, stamps: tuple):
+    base = _class_base(root, dataset, model, split, stamps[0]).drop(columns=["status"])
     pairs = _label_pairs(root, dataset, model, stamps[1], stamps[2])
-    prog = class_progress(pairs) if pairs is not None else None
-    table = core_class_table(K, names, labels_per_class=sizes, accuracy=acc, gaps=gaps_df, progress=prog)
+    if pairs is not None:
+        table = base.merge(class_progress(pairs), on="class_index", how="left")
+        table["status"] = table["status"].fillna("unlabelled")
+    else:
+        table = base.assign(status="unlabelled")
     table.attrs["split"] = split
     return table
 

@@ -53,7 +53,9 @@ def render_report(context: dict) -> str:
     acc_low, n_classes}, gaps [{name, n, k, ranked, acc_high, acc_low, gap, ci_low, ci_high}],
     figures [plotly Figure], collisions [{name, feature, other_name, rank_in_other, strength}],
     crops {acc_before, acc_after, n}, sensitivity [{mask_source, corruption, acc_clean, drop_masked,
-    drop_random}], runs [{id, method, status, metrics}].
+    drop_random}], runs [{id, method, status, metrics}], coverage {classes, rankings, gaps, collisions:
+    a sentence each saying what the section covers and how its classes were chosen}, unranked
+    {summary, rows: [{class, class_index, n, why}]} (issue 12).
     """
     ctx = {"title": "SpurAudit report", "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "split": "", "k": "", "group_by": "", "verdict_rule": "", "dataset": {"name": "", "summary": {}},
