@@ -30,6 +30,7 @@ from core.audit.labels import spurious_features
 from core.audit.labels import verdicts as core_verdicts
 from core.audit.spuriosity import compute_spuriosity
 from core.data.manifest import Manifest
+from core.data.preview import sample_tile
 from core.device import device_options
 from core.features.projection import project, subsample
 from core.features.store import load_features
@@ -414,3 +415,21 @@ def _run_embedding(root: str, run_id: int, split: str, stamp: tuple):
 def run_embedding(ws, run_id: int, split: str):
     """The saved before/after projection of a run (`core.mitigate.embeddings`), or None."""
     return _run_embedding(str(ws.root), int(run_id), split, file_stamp(ws.path(embedding_rel(run_id, split))))
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 11: Dataset page tiles (mask outlined, conflicting framed) — core.data.preview.sample_tile
+# ------------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=2048)
+def _dataset_tile(root: str, dataset: str, row: int, size: int, stamp: tuple) -> bytes:
+    tile = sample_tile(manifest(workspace(root), dataset), row, size=size)
+    buf = io.BytesIO()
+    tile.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def dataset_tile(ws, dataset: str, row: int, size: int = THUMB_SIZE) -> bytes:
+    """PNG of manifest row ``row`` of ``dataset`` with its object mask outlined and a red frame when it is
+    bias-conflicting; cached per manifest file stamp."""
+    rec = ws.get_dataset(dataset)
+    return _dataset_tile(str(ws.root), dataset, int(row), int(size), file_stamp(rec.manifest_path))
