@@ -70,7 +70,7 @@ def render() -> None:
         choices = ranked or splits
         split = c1.selectbox("Split", choices, index=len(choices) - 1, key="crops_split")
         mask_from = c2.selectbox("Sensitivity masks from", ["core", "spurious", "object"], key="crops_mask")
-        device = c3.selectbox("Device", resources.device_choices(), key="crops_device")
+        device = c3.selectbox("Device", resources.device_choices(), format_func=resources.device_label, key="crops_device")
         st.caption("Both need a saved ranking of the split (run the audit) and labelled core features. "
                    "From a terminal:")
         st.code(f"python -m core crops --workspace {ws.root} --dataset {dataset} --model {model} "
