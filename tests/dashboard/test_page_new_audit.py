@@ -46,6 +46,13 @@ def test_page_creates_a_workspace_where_there_is_none(tmp_path):
     at.button(key="na_create_ws").click().run()
     assert (folder / "audit.db").exists()
     assert "Build the demo" in [b.label for b in at.button]       # an empty workspace offers the demo job
+    at.checkbox(key="na_demo_quick").check().run()
+    at.button(key="na_demo").click().run()
+    ws = Workspace(folder, create=False)
+    job = ws.list_jobs()[0]
+    assert job.kind == "demo" and job.params["quick"] is True
+    jobs.cancel(ws, job.id)                           # (the demo itself: tests/test_quickstart.py runs it)
+    assert ws.get_job(job.id).status == "cancelled"
 
 
 def test_csv_preview_then_import_as_a_job(tmp_path):
