@@ -111,8 +111,9 @@ def _masks_from_dir(df: pd.DataFrame, root: Path, mask_dir: str | Path) -> tuple
     return out, reasons
 
 
-def _check_mask_files(masks: list[str], root: Path) -> dict[int, str]:
-    """{row position: reason} for mask paths that name no readable file (blank = no mask: allowed)."""
+def _check_mask_files(masks: list[str], root: Path, *, verify: bool = True) -> dict[int, str]:
+    """{row position: reason} for mask paths that name no (readable, with ``verify``) file (blank = no
+    mask: allowed)."""
     reasons: dict[int, str] = {}
     for i, rel in enumerate(masks):
         if not rel:
@@ -120,6 +121,8 @@ def _check_mask_files(masks: list[str], root: Path) -> dict[int, str]:
         full = Path(rel) if Path(rel).is_absolute() else root / rel
         if not full.is_file():
             reasons[i] = f"missing mask file {rel}"
+            continue
+        if not verify:
             continue
         try:
             with Image.open(full) as img:
@@ -140,11 +143,12 @@ def _drop_rows(df: pd.DataFrame, reasons: dict[int, str]) -> tuple[pd.DataFrame,
     return df[keep].reset_index(drop=True), bad
 
 
-def _attach_masks(df: pd.DataFrame, root: Path, mask_dir: str | Path) -> tuple[pd.DataFrame, list[dict]]:
+def _attach_masks(df: pd.DataFrame, root: Path, mask_dir: str | Path, *,
+                  verify: bool = True) -> tuple[pd.DataFrame, list[dict]]:
     """Add ``mask_path`` from a mask folder mirroring the images (`_masks_from_dir`), checked
     (`_check_mask_files`); rows without a usable mask are removed and returned as known_bad."""
     masks, reasons = _masks_from_dir(df, root, mask_dir)
-    for i, why in _check_mask_files(masks, root).items():
+    for i, why in _check_mask_files(masks, root, verify=verify).items():
         reasons.setdefault(i, why)
     df = df.assign(mask_path=masks)
     return _drop_rows(df, reasons)
@@ -354,7 +358,7 @@ def load_imagefolder(path: str | Path, *, seed: int = 0, val_fraction: float = 0
     params = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
     known_bad: list[dict] = []
     if mask_root is not None:
-        df, known_bad = _attach_masks(df, root, mask_root)
+        df, known_bad = _attach_masks(df, root, mask_root, verify=check_images)
         params["mask_dir"] = str(mask_root)
     return _finish(df, root=root, class_names=classes, source="imagefolder", params=params,
                    known_bad=known_bad, skip_bad=skip_bad, check_images=check_images, progress=progress, attrs=attrs)
@@ -406,7 +410,7 @@ def load_csv(path: str | Path, *, root: str | Path | None = None, path_col: str 
         df["split"] = "train"
     if mask_col is not None:
         masks = ["" if pd.isna(v) or not str(v).strip() else _relative_path(v, root_dir) for v in table[mask_col]]
-        for i, why in _check_mask_files(masks, root_dir).items():
+        for i, why in _check_mask_files(masks, root_dir, verify=check_images).items():
             reasons.setdefault(i, why)
         df["mask_path"] = masks
     bias_names = None
@@ -473,7 +477,7 @@ def load_waterbirds(path: str | Path, *, mask_dir: str | Path | None = None, ski
     df["group"] = df["label"] * 2 + df["bias"]
     params: dict = {}
     if mask_dir is not None:
-        df, mask_bad = _attach_masks(df, root, mask_dir)
+        df, mask_bad = _attach_masks(df, root, mask_dir, verify=check_images)
         known_bad += mask_bad
         params["mask_dir"] = str(Path(mask_dir).expanduser().resolve())
     return _finish(df, root=root, class_names=["landbird", "waterbird"], source="waterbirds", params=params,
