@@ -17,7 +17,8 @@ import pandas as pd
 import streamlit as st
 
 from core.audit.artifacts import has_discovery
-from core.concepts.artifacts import list_concept_rankings
+from core.audit.gaps import GapConfig, spurious_gaps
+from core.concepts.artifacts import list_concept_rankings, load_concept_ranking
 from core.concepts.jobs import ClipLabelsJob, ClipRankJob, SamLabelsJob
 from core.concepts.vocabulary import (check_templates, core_concepts, default_spurious_concepts, default_templates,
                                       parse_concepts)
@@ -56,7 +57,8 @@ def _weights(weights: str | None, random_init: bool) -> str | None:
     return value
 
 
-def _concept_ranking(ws, dataset: str, class_names: list[str], splits: list[str], device: str) -> None:
+def _concept_ranking(ws, dataset: str, model: str | None, class_names: list[str], splits: list[str],
+                     device: str) -> None:
     st.subheader("CLIP concept spuriosity")
     st.caption("Scores every image of a split for the spurious concepts (minus the core ones) with CLIP, "
                "z-scored within its class. The ranking appears on Rankings and Gaps as 'by concept: …'.")
@@ -87,11 +89,29 @@ def _concept_ranking(ws, dataset: str, class_names: list[str], splits: list[str]
     job_monitor(ws, recent_jobs(ws, "clip-rank", dataset=dataset, limit=1), key="au_rank_jobs")
     saved = list_concept_rankings(ws, dataset)
     if saved:
-        st.caption("Saved concept rankings")
+        st.caption("Saved concept rankings" + (f"; pooled gap = the spurious gap of model {model} on that "
+                                               "ranking (the same gap code as feature rankings)" if model else ""))
         st.dataframe(pd.DataFrame([{"name": r.name, "shown as": r.label, "splits": ", ".join(r.splits),
                                     "CLIP": f"{r.clip.get('model', '')} / {r.clip.get('pretrained') or 'random init'}",
-                                    **{f"AUROC {s}": v for s, v in r.auroc.items()}} for r in saved]),
+                                    **{f"AUROC {s}": v for s, v in r.auroc.items()},
+                                    **_concept_gaps(ws, dataset, model, r)} for r in saved]),
                      hide_index=True)
+
+
+def _concept_gaps(ws, dataset: str, model: str | None, ranking) -> dict:
+    """{"pooled gap <split>": gap} of ``model`` on each split of a concept ranking it has features of."""
+    out: dict = {}
+    if model is None:
+        return out
+    have = {fs.split for fs in ws.list_feature_sets(dataset, model)}
+    for split in ranking.splits:
+        if split not in have:
+            continue
+        fs = resources.feature_set(ws, dataset, model, split)
+        res = spurious_gaps(load_concept_ranking(ws, dataset, ranking.name, split, fs.labels, fs.num_classes),
+                            fs.preds(), config=GapConfig(n_boot=0))
+        out[f"pooled gap {split}"] = res.pooled.get("gap")
+    return out
 
 
 def _suggestions(ws, dataset: str, model: str | None, device: str) -> None:
@@ -155,7 +175,7 @@ def render() -> None:
     man = resources.manifest(ws, dataset)
     device = st.selectbox("Device", resources.device_choices(), key="au_device")
     st.markdown(f"Dataset **{md_escape(dataset)}**" + (f", model **{md_escape(ctx.model)}**" if ctx.model else ""))
-    _concept_ranking(ws, dataset, list(man.class_names), man.splits(), device)
+    _concept_ranking(ws, dataset, ctx.model, list(man.class_names), man.splits(), device)
     st.divider()
     _suggestions(ws, dataset, ctx.model, device)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,7 +84,9 @@ def test_clip_jobs_plumbing_with_a_tiny_random_clip(audited, tiny_clip):
                         lambda f, m="": None)
     assert n["labels_written"] == 30                    # 10 classes x k = 3 discovered features
     at.run()
-    assert "by concept: water" in " ".join(map(str, at.dataframe[0].value["shown as"]))
+    saved = at.dataframe[0].value
+    assert "by concept: water" in " ".join(map(str, saved["shown as"]))
+    assert np.isfinite(float(saved["pooled gap val"].iat[0]))     # measured with the audit's gap code
     assert "30 machine suggestion(s) so far" in texts(at.caption)
     labels = ws.labels("tex", "cnn")
     assert set(labels.source) >= {"clip"} and labels[labels.source == "clip"].score.notna().all()
