@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Callable
 
 from core.commands import audit, concepts, data, demo, extract, jobs, mitigate, model, rare, workspace
+from core.commands import study   # issue 14
 from core.commands.context import CommandContext, common_parser, default_workspace
 from core.errors import SpurAuditError
 
 # Order is the order shown in --help.
 COMMAND_MODULES = (demo, data, model, extract, audit, concepts, mitigate, rare, jobs, workspace)
+COMMAND_MODULES += (study,)   # issue 14
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,9 @@ from typing import Callable, Iterable
 import torch
 
 from core.audit import jobs as audit_jobs
+from core.concepts import jobs as concepts_jobs
+from core.data import jobs as data_jobs
+from core.device import list_gpus, resolve_device
 from core.errors import SpurAuditError, check_choice
 from core.features import jobs as features_jobs
 from core.mitigate import jobs as mitigate_jobs
@@ -38,6 +41,7 @@ from core.models import jobs as models_jobs
 from core.progress import ProgressFn
 from core.rare import jobs as rare_jobs
 from core.serialize import json_default
+from core.study import jobs as study_jobs   # issue 14: the many-model study
 from core.workspace import JobRecord, Workspace
 
 JobFn = Callable[[Workspace, dict, ProgressFn], dict]
@@ -102,8 +106,29 @@ def sleep_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     return {"slept": seconds, "steps": steps}
 
 
+@register_job_kind("device-probe")
+def device_probe_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    """Job kind "device-probe" (issue 14; used by benchmarks/gpu_check.py and the tests): what the job
+    process sees — ``CUDA_VISIBLE_DEVICES``, the device its params name, the GPUs torch sees — and the time
+    of a small matmul there (proves the job ran on that device)."""
+    dev = resolve_device(params.get("device", "auto"))
+    a = torch.randn(512, 512, device=dev)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a = a @ a / 512 ** 0.5
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    progress(1.0, f"probed {dev}")
+    return {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": str(dev),
+            "gpus": [{"index": g.index, "name": g.name, "free_bytes": g.free_bytes, "total_bytes": g.total_bytes}
+                     for g in list_gpus()],
+            "matmul_ms": round((time.perf_counter() - t0) * 1000, 3), "pid": os.getpid()}
+
+
 JOB_KINDS.update({**features_jobs.JOB_KINDS, **models_jobs.JOB_KINDS, **audit_jobs.JOB_KINDS,
                   **mitigate_jobs.JOB_KINDS, **rare_jobs.JOB_KINDS})
+JOB_KINDS.update(study_jobs.JOB_KINDS)   # issue 14
+JOB_KINDS.update({**data_jobs.JOB_KINDS, **concepts_jobs.JOB_KINDS})   # issue 11: New audit / Automation
 
 
 # --------------------------------------------------------------------------------------------------

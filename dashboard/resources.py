@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 from PIL import Image
 
 from core.audit.artifacts import audit_files, load_discovery, load_rankings
@@ -31,10 +30,13 @@ from core.audit.labels import spurious_features
 from core.audit.labels import verdicts as core_verdicts
 from core.audit.spuriosity import compute_spuriosity
 from core.data.manifest import Manifest
+from core.data.preview import sample_tile
+from core.device import device_options
 from core.features.projection import project, subsample
 from core.features.store import load_features
 from core.mitigate.embeddings import embedding_rel, load_run_embedding
 from core.models.checkpoints import load_model
+from core.study.artifacts import load_study, study_files
 from core.workspace import Workspace
 
 THUMB_SIZE = 96
@@ -219,14 +221,20 @@ def gaps(ws, dataset: str, ranker: str, split: str, *, evaluated: str | None = N
                  (stamps, labels_stamp(ws, dataset, ranker)))
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_data(show_spinner=False, ttl=15)
+def _device_options() -> dict[str, str]:
+    return device_options()
+
+
 def device_choices() -> list[str]:
-    """"auto", "cpu", then "cuda:N" for every visible GPU (and "mps" on Apple silicon)."""
-    out = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        out.append("mps")
-    return out
+    """"auto", "cpu", then "cuda:N" for every visible GPU (and "mps" on Apple silicon); show them with
+    ``format_func=device_label`` (name and free memory, re-read every 15 s; `core.device.device_options`)."""
+    return list(_device_options())
+
+
+def device_label(value: str) -> str:
+    """The picker label of a device value: e.g. "cuda:0 · NVIDIA H200 (131.2 of 139.8 GiB free)"."""
+    return _device_options().get(value, str(value))
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -276,6 +284,19 @@ def rare_preview(ws, *, data: str, dataset: str | None, patterns: list[str], pat
         stamp = file_stamp(ws.path(patch["path"]) if not Path(patch["path"]).is_absolute() else patch["path"])
     patch_key = tuple(sorted((k_, tuple(v) if isinstance(v, list) else v) for k_, v in (patch or {}).items()))
     return _rare_preview(str(ws.root), data, dataset, tuple(patterns), patch_key, int(target), int(k), stamp)
+
+
+# ------------------------------------------------------------------------------------------------
+# many-model studies (issue 14; the Gaps page's study block) — read through `core.study.artifacts`
+# ------------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=16)
+def _study(root: str, name: str, stamp: tuple):
+    return load_study(workspace(root), name)
+
+
+def study(ws, name: str):
+    """`core.study.artifacts.Study` ``name`` — cached until its study.json changes."""
+    return _study(str(ws.root), name, file_stamp(ws.path(study_files(name).summary)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -394,3 +415,21 @@ def _run_embedding(root: str, run_id: int, split: str, stamp: tuple):
 def run_embedding(ws, run_id: int, split: str):
     """The saved before/after projection of a run (`core.mitigate.embeddings`), or None."""
     return _run_embedding(str(ws.root), int(run_id), split, file_stamp(ws.path(embedding_rel(run_id, split))))
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 11: Dataset page tiles (mask outlined, conflicting framed) — core.data.preview.sample_tile
+# ------------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=2048)
+def _dataset_tile(root: str, dataset: str, row: int, size: int, stamp: tuple) -> bytes:
+    tile = sample_tile(manifest(workspace(root), dataset), row, size=size)
+    buf = io.BytesIO()
+    tile.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def dataset_tile(ws, dataset: str, row: int, size: int = THUMB_SIZE) -> bytes:
+    """PNG of manifest row ``row`` of ``dataset`` with its object mask outlined and a red frame when it is
+    bias-conflicting; cached per manifest file stamp."""
+    rec = ws.get_dataset(dataset)
+    return _dataset_tile(str(ws.root), dataset, int(row), int(size), file_stamp(rec.manifest_path))

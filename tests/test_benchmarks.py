@@ -27,6 +27,12 @@ def test_benchmark_quick_json(name, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SPURAUDIT_WORKSPACE": str(tmp_path / "ws")}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), "--quick", "--json"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=600)
+    if name == "gpu_check.py" and proc.returncode == 3:   # no CUDA here: it must refuse, in JSON, and say why
+        import torch
+
+        assert not torch.cuda.is_available(), proc.stderr[-2000:]
+        assert json.loads(proc.stdout.strip().splitlines()[-1])["refused"] is True
+        pytest.skip("gpu_check needs CUDA: refused as designed (its CPU dry run is in tests/test_gpu_check.py)")
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
     assert lines, f"{name} printed nothing"

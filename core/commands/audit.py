@@ -28,9 +28,11 @@ from core.audit.coverage import reason_counts, unranked_summary, unranked_table
 from core.audit.gaps import GapConfig
 from core.audit.labels import (ANSWERS, MaskLabelConfig, add_answers, agreement, import_labels_csv,
                                import_salient_imagenet, labels_to_csv)
-from core.audit.pipeline import (run_collisions, run_core_crops, run_discovery, run_gaps, run_mask_labels,
-                                 run_rankings, run_sensitivity)
+from core.audit.pipeline import (how_to_label, run_collisions, run_core_crops, run_discovery, run_gaps,
+                                 run_mask_labels, run_rankings, run_sensitivity)
+from core.data import load_manifest
 from core.errors import SpurAuditError
+from core.serialize import to_plain
 from core.report import run_audit, write_report
 
 def _target(p: argparse.ArgumentParser, *, split: str | None = None, split_required: bool = False) -> None:
@@ -152,10 +154,18 @@ def _audit(ctx) -> None:
     out = run_audit(ctx.workspace(), a.dataset, a.model, k=a.k, label_source=a.label_source,
                     eval_split=a.eval_split, quorum=a.quorum, device=a.device, progress=ctx.progress("audit"))
     p = out["pooled_gap"]
-    ctx.emit(out, f"audit of {a.dataset}/{a.model} on {out['eval_split']}: pooled spurious gap "
-                  f"{p.get('gap', float('nan')):+.3f} over {p.get('n_classes', 0)} ranked classes; "
-                  f"{out['n_spurious_pairs']} spurious, {out['n_core_pairs']} core feature labels; "
-                  f"report {out.get('report', '-')}")
+    if not out.get("ranked_classes", p.get("n_classes", 0)):
+        text = (f"audit of {a.dataset}/{a.model} on {out['eval_split']}: features discovered, but no feature is "
+                f"labelled spurious yet ({out['n_spurious_pairs']} spurious, {out['n_core_pairs']} core labels), "
+                "so no class is ranked and there is no spurious gap to report.\nWays to get labels:\n"
+                + "\n".join(f"  - {w}" for w in out.get("next_steps", []))
+                + f"\nreport {out.get('report', '-')}")
+    else:
+        text = (f"audit of {a.dataset}/{a.model} on {out['eval_split']}: pooled spurious gap "
+                f"{p['gap']:+.3f} over {p['n_classes']} ranked classes; "
+                f"{out['n_spurious_pairs']} spurious, {out['n_core_pairs']} core feature labels; "
+                f"report {out.get('report', '-')}")
+    ctx.emit(to_plain(out, nan_as_none=True), text)
 
 
 def _discover(ctx) -> None:
@@ -225,9 +235,12 @@ def _rank(ctx) -> None:
     res = run_rankings(ctx.workspace(), a.dataset, a.model, split=a.split, quorum=a.quorum,
                        progress=ctx.progress("rank"))
     ranked = [c for c in range(res.num_classes) if c not in res.classes_without_spurious]
+    text = f"ranked {len(ranked)} classes of {a.split}; " + _not_ranked_text(res.classes_without_spurious)
+    if not ranked:
+        text += ("\nno feature is labelled spurious yet, so no class can be ranked. Ways to get labels:\n"
+                 + "\n".join(f"  - {w}" for w in how_to_label(a.dataset, a.model, has_masks=_has_masks(ctx))))
     ctx.emit({"ranked_classes": ranked, "classes_without_spurious": res.classes_without_spurious,
-              "n": int(len(res.scores))},
-             f"ranked {len(ranked)} classes of {a.split}; " + _not_ranked_text(res.classes_without_spurious))
+              "n": int(len(res.scores))}, text)
 
 
 def _not_ranked_text(classes: list[int]) -> str:
@@ -238,11 +251,21 @@ def _not_ranked_text(classes: list[int]) -> str:
     return head + (f": {classes}" if len(classes) <= 20 else "; list them with --json")
 
 
+def _has_masks(ctx) -> bool:
+    return "mask_path" in load_manifest(ctx.workspace(), ctx.args.dataset).df.columns
+
+
 def _gaps(ctx) -> None:
     a = ctx.args
     out = run_gaps(ctx.workspace(), a.dataset, a.model, split=a.split, models=a.models,
                    config=GapConfig(k=a.k, n_boot=a.n_boot, seed=a.seed), progress=ctx.progress("gaps"))
     main = out["gaps"][a.model]
+    if not main.pooled.get("n_classes"):
+        raise SpurAuditError(
+            f"no class of {a.dataset}/{a.model}/{a.split} is ranked (no feature was labelled spurious when it was "
+            f"ranked), so there is no spurious gap. Label features (the Features page, `label masks`, "
+            f"`concepts sam-labels` / `clip-labels`, `label import`), then rank the split: `python -m core rank "
+            f"--dataset {a.dataset} --model {a.model} --split {a.split}`, and run gaps again")
     ranking = load_rankings(ctx.workspace(), a.dataset, a.model, a.split)
     unranked = unranked_table(main.per_class, ranking.classes_without_spurious)
     ranked_rows = main.per_class[main.per_class.ranked.astype(bool)].drop(columns=["reason"], errors="ignore")

@@ -22,7 +22,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--split", default="all", help="train, val, test or all (default)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--chunk-size", type=int, default=4096, help="rows per committed (resumable) chunk")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="DataLoader decode workers (default: from the cores with --image-size, else 0)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="photo datasets: decode, resize (shorter side SIZE*256/224) and centre-crop SIZE in the "
+                        "workers (e.g. 224); default: images as stored")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow first batches)")
+    p.add_argument("--no-channels-last", action="store_true", help="keep NCHW on CUDA")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--amp", default="auto", choices=AMP_CHOICES,
                    help="autocast precision on CUDA (ignored on CPU)")
@@ -35,7 +41,8 @@ def _extract(ctx: CommandContext) -> int:
     rank0 = DistInfo.from_env().rank == 0
     progress = ctx.progress(f"extract {a.dataset}/{a.model}") if rank0 else None
     records = extract_splits(ws, a.dataset, a.model, a.split, batch_size=a.batch_size, device=a.device,
-                             num_workers=a.num_workers, chunk_size=a.chunk_size, amp=a.amp, progress=progress)
+                             num_workers=a.num_workers, chunk_size=a.chunk_size, amp=a.amp, image_size=a.image_size,
+                             channels_last=not a.no_channels_last, compile=a.compile, progress=progress)
     if not rank0:
         return 0
     out = {"feature_sets": [{"dataset": r.dataset, "model": r.model, "split": r.split, "n": r.n, "dim": r.dim,

@@ -38,6 +38,7 @@ from core.data import load_manifest
 from core.device import resolve_device
 from core.errors import SpurAuditError, check_choice
 from core.features.npy_writer import NpyRowWriter
+from core.features.pipeline import AMP_CHOICES, PhotoDataset, PipelineConfig, autocast, default_workers, to_device
 from core.features.sharding import DistInfo, merge_shards, process_group, shard_range, shard_rels
 from core.features.store import (ARRAY_FILES, FEATURE_DTYPE, FEATURES_FILE, LOGIT_DTYPE, LOGITS_FILE,
                                  has_feature_files)
@@ -46,7 +47,6 @@ from core.progress import ProgressFn, null_progress, sub_progress
 from core.workspace import FeatureSetRecord, Workspace, atomic_file, fsync_dir
 
 PROGRESS_FILE = "progress.json"
-AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 _FORMAT_VERSION = 1
 
 
@@ -57,7 +57,9 @@ class ExtractConfig:
     ``batch_size``: images per forward pass. ``chunk_size``: rows per committed chunk (rounded up to a
     multiple of ``batch_size``). ``num_workers``: DataLoader worker processes. ``device``: "auto",
     "cpu", "cuda", "cuda:N", "mps". ``amp``: autocast precision on CUDA ("auto" = bf16 when supported,
-    else fp16; "off" = float32); ignored on CPU/MPS.
+    else fp16; "off" = float32); ignored on CPU/MPS. ``channels_last``: NHWC model and batches on CUDA.
+    ``compile``: ``torch.compile`` the model's ``features`` (issue 14's input pipeline,
+    `core.features.pipeline`).
     """
 
     batch_size: int = 256
@@ -65,6 +67,8 @@ class ExtractConfig:
     num_workers: int = 0
     device: str = "auto"
     amp: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
 
     def validate(self) -> "ExtractConfig":
         if int(self.batch_size) < 1:
@@ -97,16 +101,6 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-
-
-def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    if device.type != "cuda" or amp == "off":
-        return contextlib.nullcontext()
-    if amp == "auto":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
 
 
 def _batch_bounds(start: int, stop: int, batch_size: int) -> list[tuple[int, int]]:
@@ -268,13 +262,13 @@ class _Target:
 # --------------------------------------------------------------------------------------------------
 # extraction
 # --------------------------------------------------------------------------------------------------
-def _forward(model: nn.Module, x: torch.Tensor, device: torch.device, amp: str,
-             pin: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(features (B, D) float16, logits (B, K) float32) of one batch; logits come from the float32
-    features with autocast off."""
-    x = x.to(device, non_blocking=pin)
-    with _autocast(device, amp):
-        feats = model.features(x)
+def _forward(model: nn.Module, x: torch.Tensor, device: torch.device, cfg: ExtractConfig,
+             features_fn=None) -> tuple[np.ndarray, np.ndarray]:
+    """(features (B, D) float16, logits (B, K) float32) of one batch (uint8 batches are scaled to [0, 1]
+    on the device after a non-blocking copy); logits come from the float32 features with autocast off."""
+    x = to_device(x, device, PipelineConfig(channels_last=bool(cfg.channels_last)))
+    with autocast(device, cfg.amp):
+        feats = (features_fn or model.features)(x)
     if feats.ndim != 2 or feats.shape[0] != x.shape[0]:
         raise SpurAuditError(f"model.features returned shape {tuple(feats.shape)}; expected "
                              f"(batch={x.shape[0]}, D)")
@@ -291,6 +285,9 @@ def _extract_rows(model: nn.Module, dataset: Dataset, target: _Target, cfg: Extr
     model.eval()
     model.to(device)
     pin = device.type == "cuda"
+    if cfg.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    features_fn = torch.compile(model.features) if cfg.compile else model.features
     bounds = _batch_bounds(target.start + done, target.stop, int(cfg.batch_size))
     t0 = time.perf_counter()
     rows_this_run = 0
@@ -299,7 +296,7 @@ def _extract_rows(model: nn.Module, dataset: Dataset, target: _Target, cfg: Extr
             for x, y in _iter_batches(dataset, bounds, num_workers=cfg.num_workers, pin_memory=pin):
                 lo = target.start + done + rows_this_run  # absolute dataset index of this batch
                 hi = lo + x.shape[0]
-                feats16, logits32 = _forward(model, x, device, cfg.amp, pin)
+                feats16, logits32 = _forward(model, x, device, cfg, features_fn)
                 if writers is None:  # first batch of a fresh run
                     writers = target.create(feats16.shape[1], logits32.shape[1])
                 r0, r1 = lo - target.start, hi - target.start
@@ -324,6 +321,7 @@ def _extract_rows(model: nn.Module, dataset: Dataset, target: _Target, cfg: Extr
 def extract_features(model: nn.Module, dataset: Dataset, *, out_dir: str | Path, batch_size: int = 256,
                      device: str | torch.device = "auto", num_workers: int = 0, chunk_size: int = 4096,
                      index_range: tuple[int, int] | None = None, amp: str = "auto", resume_key: str | None = None,
+                     channels_last: bool = True, compile: bool = False,
                      progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Extract features and logits of ``dataset[start:stop]`` into ``out_dir`` (resumable).
 
@@ -350,7 +348,7 @@ def extract_features(model: nn.Module, dataset: Dataset, *, out_dir: str | Path,
     A previous complete run with the same identity is returned without recomputation.
     """
     cfg = ExtractConfig(batch_size=batch_size, chunk_size=chunk_size, num_workers=num_workers,
-                        device=str(device), amp=amp).validate()
+                        device=str(device), amp=amp, channels_last=channels_last, compile=compile).validate()
     _check_model(model)
     progress = progress or null_progress
     n_total, start, stop = _row_range(dataset, index_range)
@@ -390,11 +388,22 @@ def _resume_key(ws: Workspace, dataset: str, model: str, split: str) -> str:
     return f"{dataset}/{split}/{model}/{stamp}"
 
 
-def _split_dataset(ws: Workspace, dataset: str, split: str) -> Dataset:
+def _split_dataset(ws: Workspace, dataset: str, split: str, image_size: int | None = None) -> Dataset:
+    """The split as a torch Dataset: images as stored (float in [0, 1]), or with ``image_size`` decoded,
+    resized and centre-cropped in the DataLoader workers as uint8 (`core.features.pipeline.PhotoDataset`)."""
     manifest = load_manifest(ws, dataset).split(split)
     if len(manifest) == 0:
         raise SpurAuditError(f"split {split!r} of dataset {dataset!r} is empty; pick another split")
+    if image_size is not None:
+        return PhotoDataset.from_manifest(manifest, image_size=int(image_size))
     return manifest.to_dataset()
+
+
+def _workers(num_workers: int | None, image_size: int | None) -> int:
+    """Decode workers: as given; by default from the cores for photo pipelines, else 0 (decoded tensors)."""
+    if num_workers is not None:
+        return int(num_workers)
+    return default_workers() if image_size is not None else 0
 
 
 def _record(ws: Workspace, dataset: str, model: str, split: str, out_rel: str, *, n: int, dim: int,
@@ -415,7 +424,8 @@ def _extract_sharded(ws: Workspace, dataset: str, model: str, split: str, module
         lo, hi = shard_range(n, rank=rank, world_size=world, batch_size=cfg.batch_size)
         extract_features(module, data, out_dir=ws.path(rels[rank]), batch_size=cfg.batch_size, device=device,
                          num_workers=cfg.num_workers, chunk_size=cfg.chunk_size, index_range=(lo, hi), amp=cfg.amp,
-                         resume_key=resume_key, progress=sub_progress(progress, 0.0, 0.95))
+                         resume_key=resume_key, channels_last=cfg.channels_last, compile=cfg.compile,
+                         progress=sub_progress(progress, 0.0, 0.95))
         dist.barrier()
         if rank == 0:
             progress(0.95, f"merging {world} shards")
@@ -431,8 +441,9 @@ def _extract_sharded(ws: Workspace, dataset: str, model: str, split: str, module
 
 
 def extract_to_workspace(ws: Workspace, dataset: str, model: str, split: str, *, batch_size: int = 256,
-                         device: str = "auto", num_workers: int = 0, chunk_size: int = 4096, amp: str = "auto",
+                         device: str = "auto", num_workers: int | None = 0, chunk_size: int = 4096, amp: str = "auto",
                          module: nn.Module | None = None, data: Dataset | None = None,
+                         image_size: int | None = None, channels_last: bool = True, compile: bool = False,
                          progress: ProgressFn | None = None) -> FeatureSetRecord:
     """Extract split ``split`` of registered dataset ``dataset`` with registered model ``model`` into
     ``features/<dataset>/<model>/<split>/`` and record the feature set.
@@ -442,8 +453,13 @@ def extract_to_workspace(ws: Workspace, dataset: str, model: str, split: str, *,
     are given (rows of ``data`` must align with the manifest split). Resumable (see
     `extract_features`). Under torchrun (WORLD_SIZE > 1) every rank calls this; each extracts its
     shard, rank 0 merges and records, and all ranks return the record.
+
+    Photo datasets (images of many sizes): ``image_size`` (e.g. 224) decodes, resizes (shorter side
+    256/224 of it) and centre-crops in ``num_workers`` DataLoader workers (None = from the cores) and
+    sends uint8 batches (`core.features.pipeline`); ``channels_last``/``compile`` as in `ExtractConfig`.
     """
     progress = progress or null_progress
+    num_workers = _workers(num_workers, image_size)
     ws.get_dataset(dataset)
     ws.get_model(model)
     if not str(split).strip():
@@ -455,26 +471,27 @@ def extract_to_workspace(ws: Workspace, dataset: str, model: str, split: str, *,
     if module is None:
         module = load_model(ws.get_model(model).checkpoint, device="cpu")
     if data is None:
-        data = _split_dataset(ws, dataset, split)
+        data = _split_dataset(ws, dataset, split, image_size)
     n = len(data)  # type: ignore[arg-type]
     if n == 0:
         raise SpurAuditError(f"split {split!r} of dataset {dataset!r} is empty; pick another split")
     out_rel = ws.feature_dir(dataset, model, split)
-    key = _resume_key(ws, dataset, model, split)
+    key = _resume_key(ws, dataset, model, split) + (f"/image_size={int(image_size)}" if image_size else "")
     if dist_info.distributed:
         cfg = ExtractConfig(batch_size=batch_size, chunk_size=chunk_size, num_workers=num_workers, device=str(device),
-                            amp=amp).validate()
+                            amp=amp, channels_last=channels_last, compile=compile).validate()
         return _extract_sharded(ws, dataset, model, split, module, data, out_rel=out_rel, dist_info=dist_info,
                                 cfg=cfg, device=dev, resume_key=key, progress=progress)
     feats, logits = extract_features(module, data, out_dir=ws.path(out_rel), batch_size=batch_size, device=dev,
                                      num_workers=num_workers, chunk_size=chunk_size, amp=amp, resume_key=key,
-                                     progress=progress)
+                                     channels_last=channels_last, compile=compile, progress=progress)
     return _record(ws, dataset, model, split, out_rel, n=n, dim=int(feats.shape[1]), num_classes=int(logits.shape[1]))
 
 
 def extract_splits(ws: Workspace, dataset: str, model: str, splits: Sequence[str] | str = "all", *,
-                   batch_size: int = 256, device: str = "auto", num_workers: int = 0, chunk_size: int = 4096,
-                   amp: str = "auto", progress: ProgressFn | None = None) -> list[FeatureSetRecord]:
+                   batch_size: int = 256, device: str = "auto", num_workers: int | None = 0, chunk_size: int = 4096,
+                   amp: str = "auto", image_size: int | None = None, channels_last: bool = True,
+                   compile: bool = False, progress: ProgressFn | None = None) -> list[FeatureSetRecord]:
     """Extract several splits ("all" = every non-empty split of the manifest); returns their records."""
     if splits == "all" or splits == ["all"]:
         names = list(load_manifest(ws, dataset).splits())
@@ -488,6 +505,7 @@ def extract_splits(ws: Workspace, dataset: str, model: str, splits: Sequence[str
             part = sub_progress(progress, i / len(names), (i + 1) / len(names))
             records.append(extract_to_workspace(ws, dataset, model, name, batch_size=batch_size, device=device,
                                                 num_workers=num_workers, chunk_size=chunk_size, amp=amp,
+                                                image_size=image_size, channels_last=channels_last, compile=compile,
                                                 progress=lambda f, m, _p=part, _s=name: _p(f, f"{_s}: {m}")))
     return records
 

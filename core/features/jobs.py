@@ -19,13 +19,16 @@ class ExtractJob(ExtractConfig):
     dataset: str
     model: str
     split: str = "all"
+    image_size: int | None = None   # photo pipeline (issue 14): decode/resize/crop in the workers
 
 
 def extract_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     """Extract features of every requested split; returns the feature-set records as dicts."""
     job = config_from_mapping(ExtractJob, params, what="extract job")
     records = extract_splits(ws, job.dataset, job.model, job.split, batch_size=job.batch_size, device=job.device,
-                             num_workers=job.num_workers, chunk_size=job.chunk_size, amp=job.amp, progress=progress)
+                             num_workers=job.num_workers, chunk_size=job.chunk_size, amp=job.amp,
+                             image_size=job.image_size, channels_last=job.channels_last, compile=job.compile,
+                             progress=progress)
     return {"feature_sets": [{"dataset": r.dataset, "model": r.model, "split": r.split, "n": r.n, "dim": r.dim,
                               "num_classes": r.num_classes} for r in records]}
 

@@ -7,7 +7,7 @@ and each builder module registers itself when imported below (the order is the o
 """
 from core.models.audit_model import AuditModel, Normalize, set_head
 from core.models.registry import MODEL_REGISTRY, available_models, build_model, register_model
-from core.models import small_nets, resnet, robust, demo_encoder, timm_models, clip_tower  # noqa: F401  (register)
+from core.models import small_nets, resnet, robust, demo_encoder, timm_models, clip_tower, clip_zeroshot  # noqa: F401,E501  (register)
 from core.models.attacks import l2_pgd_attack
 from core.models.batches import evaluate_accuracy, predict_logits
 from core.models.checkpoints import (load_model, load_workspace_model, model_checkpoint, model_checkpoint_rel,

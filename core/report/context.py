@@ -25,6 +25,7 @@ from core.features.store import load_features
 from core.models.checkpoints import load_workspace_model
 from core.progress import ProgressFn, null_progress, sub_progress
 from core.report.render import png_base64
+from core.study.artifacts import list_studies, load_study
 from core.workspace import DatasetRecord, ModelRecord, Workspace
 
 __all__ = ["build_report_context", "verdict_rule"]
@@ -83,6 +84,7 @@ def build_report_context(ws: Workspace, dataset: str, model: str, *, split: str,
                "unranked": {"summary": unranked_summary(unranked, K),
                             "rows": unranked.to_dict(orient="records")} if unranked is not None else None,
                "crops": load_crops(ws, dataset, model), "sensitivity": sensitivity, "runs": _run_rows(ws, dataset)}
+    context.update(_study_section(ws, dataset, model))   # issue 14: the many-model studies of this ranking
     progress(0.95, "tables")
     return context
 
@@ -217,3 +219,27 @@ def _dataset_summary(drec: DatasetRecord, manifest: Manifest, names: Sequence[st
 def _model_summary(mrec: ModelRecord) -> dict:
     return {"arch": mrec.arch, **{k: (f"{v:.4g}" if isinstance(v, float) else v)
                                   for k, v in (mrec.metrics or {}).items() if not isinstance(v, (dict, list))}}
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 14: many-model studies ranked by this model (a small block of their own)
+# --------------------------------------------------------------------------------------------------
+def _study_section(ws: Workspace, dataset: str, model: str, *, max_studies: int = 3) -> dict:
+    """{"studies": [{name, split, n_models, mean_pearson, slope, intercept, rows}], "study_figures": [...]}
+    for the finished studies of ``dataset`` ranked by ``model`` (the newest ``max_studies``, newest first)."""
+    studies, figures = [], []
+    for s in sorted((load_study(ws, n) for n in list_studies(ws, dataset=dataset)),
+                    key=lambda st: st.summary.get("finished", ""), reverse=True):
+        name = s.name
+        if s.ranking_model != model:
+            continue
+        fit = s.summary.get("fit") or {}
+        rows = [{k: r.get(k) for k in ("model", "accuracy", "acc_high", "acc_low", "gap", "ci_low", "ci_high",
+                                       "effective_robustness")} for r in s.summary.get("models", [])]
+        studies.append({"name": name, "split": s.summary["config"]["split"], "n_models": len(rows),
+                        "mean_pearson": s.summary.get("mean_pairwise_pearson"), "slope": fit.get("slope"),
+                        "intercept": fit.get("intercept"), "rows": rows})
+        figures += [f for f in (s.scatter, s.heatmap) if f is not None]
+        if len(studies) >= max_studies:
+            break
+    return {"studies": studies, "study_figures": figures}

@@ -53,14 +53,18 @@ def render_report(context: dict) -> str:
     acc_low, n_classes}, gaps [{name, n, k, ranked, acc_high, acc_low, gap, ci_low, ci_high}],
     figures [plotly Figure], collisions [{name, feature, other_name, rank_in_other, strength}],
     crops {acc_before, acc_after, n}, sensitivity [{mask_source, corruption, acc_clean, drop_masked,
-    drop_random}], runs [{id, method, status, metrics}], coverage {classes, rankings, gaps, collisions:
-    a sentence each saying what the section covers and how its classes were chosen}, unranked
-    {summary, rows: [{class, class_index, n, why}]} (issue 12).
+    drop_random}], runs [{id, method, status, metrics}], studies [{name, split, n_models, mean_pearson,
+    slope, intercept, rows}] and study_figures [plotly Figure] (issue 14), coverage {classes, rankings,
+    gaps, collisions: a sentence each saying what the section covers and how its classes were chosen},
+    unranked {summary, rows: [{class, class_index, n, why}]} (issue 12).
     """
     ctx = {"title": "SpurAudit report", "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "split": "", "k": "", "group_by": "", "verdict_rule": "", "dataset": {"name": "", "summary": {}},
            "model": {"name": "", "summary": {}}, "classes": [], "rankings": [], "pooled": None, "gaps": [],
            "collisions": [], "crops": None, "sensitivity": [], "runs": []}
-    ctx.update({k: v for k, v in context.items() if k != "figures"})
-    ctx["figures"] = _figures_html(context.get("figures", []))
+    ctx.update({k: v for k, v in context.items() if k not in ("figures", "study_figures")})
+    figs = _figures_html(list(context.get("figures", [])) + list(context.get("study_figures", [])))
+    n_main = len(context.get("figures", []))
+    ctx["figures"], ctx["study_figures"] = figs[:n_main], figs[n_main:]   # studies (issue 14): after the gaps
+    ctx.setdefault("studies", [])
     return _env().get_template(TEMPLATE_NAME).render(**ctx)

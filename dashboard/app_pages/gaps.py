@@ -161,3 +161,88 @@ def render() -> None:
 
 
 run_page(render)
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 14: the many-model study (this block only; the page above belongs to the Gaps page's owner)
+# --------------------------------------------------------------------------------------------------
+from core.audit.artifacts import audited_models  # noqa: E402 - the study block's imports stay in its block
+from core.study.artifacts import list_studies  # noqa: E402
+from dashboard.components.job_monitor import job_monitor, launch, recent_jobs  # noqa: E402
+from dashboard.components.state import NeedsSetup, context  # noqa: E402
+
+STUDY_KIND = "study"
+
+
+def _study_form(ws, dataset: str, model: str | None, audited: list[str]) -> None:
+    with st.expander("Run a study", icon=":material/science:", expanded=False):
+        st.caption("Each model's predictions on the split ranked by the ranking model's audit; per-class gaps, "
+                   "the pooled gap, acc(high) vs acc(low) with a fitted line and the correlation of per-class "
+                   "gaps between models. Runs as a background job (resumable).")
+        c1, c2, c3 = st.columns(3)
+        ranker = c1.selectbox("Ranking model (audited)", audited,
+                              index=audited.index(model) if model in audited else 0, key="study_ranker")
+        split = c2.text_input("Ranked split", value="val", key="study_split")
+        device = c3.selectbox("Device", resources.device_choices(), format_func=resources.device_label,
+                              key="study_device")
+        names = [m.name for m in ws.list_models() if m.name != ranker]
+        chosen = st.multiselect("Workspace models", names, default=names[:8], key="study_models")
+        extra = st.text_area("More models, one spec per line (arch@checkpoint, timm:NAME@checkpoint, "
+                             "clip-zeroshot:NAME@tag)", key="study_extra", height=80)
+        if st.button("Run study", icon=":material/play_arrow:", key="study_run"):
+            specs = chosen + [ln.strip() for ln in extra.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+            launch(ws, STUDY_KIND, {"dataset": dataset, "ranking_model": ranker, "models": specs,
+                                    "split": split.strip() or "val"}, device=device)
+            st.rerun()
+    ids = recent_jobs(ws, STUDY_KIND, dataset=dataset, limit=2)
+    if ids:
+        job_monitor(ws, ids, key="study_jobs")
+
+
+def render_studies() -> None:
+    try:
+        ctx = context()
+    except NeedsSetup:
+        return      # the page above already says what is missing
+    ws, dataset = ctx.ws, ctx.dataset
+    if dataset is None:
+        return
+    st.divider()
+    st.subheader("Many-model study")
+    audited = audited_models(ws, dataset)
+    names = list_studies(ws, dataset=dataset)
+    if audited:
+        _study_form(ws, dataset, ctx.model, audited)
+    if not names:
+        st.caption("No study of this dataset yet. Run one above, or: python -m core study --dataset D "
+                   "--ranking-model M --models a,b,c")
+        return
+    name = st.selectbox("Study", names, key="study_name")
+    s = resources.study(ws, name)
+    summ = s.summary
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Models", len(s.models))
+    mp = summ.get("mean_pairwise_pearson")
+    m2.metric("Mean pairwise Pearson", "—" if mp is None else f"{mp:.2f}",
+              help="mean correlation of per-class gaps over distinct model pairs")
+    fit = summ.get("fit") or {}
+    m3.metric("Fit slope", "—" if fit.get("slope") is None else f"{fit['slope']:.2f}",
+              help="acc(low) = slope · acc(high) + intercept over the models")
+    m4.metric("Common classes", summ.get("n_common_classes", "—"))
+    st.caption(f"Ranked by {s.ranking_model} on split {summ['config']['split']}.")
+    c1, c2 = st.columns(2)
+    if s.scatter is not None:
+        c1.plotly_chart(s.scatter, key="study_scatter")
+    if s.heatmap is not None:
+        c2.plotly_chart(s.heatmap, key="study_heatmap")
+    st.caption("Left: one point per model; below the dashed y = x line a model is more accurate on "
+               "high-spuriosity images (a positive gap); effective robustness = distance above the fitted line. "
+               "Right: correlation of per-class gaps between models.")
+    cols = [c for c in ("model", "source", "accuracy", "acc_high", "acc_low", "gap", "ci_low", "ci_high",
+                        "effective_robustness", "mean_corr") if c in s.models.columns]
+    st.dataframe(s.models[cols], hide_index=True,
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in cols
+                                if c not in ("model", "source")})
+
+
+run_page(render_studies)

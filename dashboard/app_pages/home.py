@@ -58,6 +58,8 @@ def render() -> None:
         col.metric(label, summary[key])
 
     if summary["datasets"] == 0:
+        st.page_link("app_pages/new_audit.py", label="Start a new audit: your dataset and model, from the browser",
+                     icon=":material/add_circle:")
         st.info("This workspace is empty. Run the demo (builds a small Colored-MNIST dataset, trains a small "
                 "CNN, extracts features, audits it and runs a mitigation) or build a dataset:",
                 icon=":material/info:")

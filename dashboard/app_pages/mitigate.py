@@ -56,7 +56,7 @@ def launch_form(ws, dataset: str, model: str) -> None:
                                  help="\n".join(f"- **{k}**: {v}" for k, v in method_help().items()),
                                  key="mit_methods")
         c1, c2, c3, c4, c5 = st.columns(5)
-        device = c1.selectbox("Device", resources.device_choices(), key="mit_device",
+        device = c1.selectbox("Device", resources.device_choices(), format_func=resources.device_label, key="mit_device",
                               help="auto = the first GPU when there is one, else the CPU")
         seeds = c2.number_input("Seeds", min_value=1, max_value=5, value=1, key="mit_seeds",
                                 help="each method runs once per seed; the table shows mean ± std")

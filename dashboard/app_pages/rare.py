@@ -116,7 +116,7 @@ def sweep_form(ws, patch: dict | None) -> None:
         deletion = c3.text_input("Deletion at n", value="", key="rare_sw_deletion",
                                  help="counts at which to delete the patterned images (incremental retraining, "
                                       "group influence) and re-measure")
-        device = c4.selectbox("Device", resources.device_choices(), key="rare_sw_device")
+        device = c4.selectbox("Device", resources.device_choices(), format_func=resources.device_label, key="rare_sw_device")
         membership = st.checkbox("Membership inference (a shadow model per setting)", value=True, key="rare_sw_mia")
         go = st.form_submit_button("Launch sweep", type="primary", icon=":material/play_arrow:", key="rare_sw_go")
     if go:
@@ -155,7 +155,7 @@ def canary_form(ws, patch: dict | None, dataset: str | None) -> None:
         epochs = c1.number_input("Epochs (0 = the recipe's)", min_value=0, max_value=200, value=0, key="rare_ca_epochs")
         shift = c2.number_input("Augment: shift up to (px)", min_value=0, max_value=8, value=0, key="rare_ca_shift")
         stop = c3.checkbox("Stop at the first significant n", value=True, key="rare_ca_stop")
-        device = c4.selectbox("Device", resources.device_choices(), key="rare_ca_device")
+        device = c4.selectbox("Device", resources.device_choices(), format_func=resources.device_label, key="rare_ca_device")
         go = st.form_submit_button("Launch canary audit", type="primary", icon=":material/play_arrow:", key="rare_ca_go")
     if go:
         params = {"dataset": ds, "pattern": pattern, "target": int(target), "counts": counts,

@@ -29,12 +29,27 @@ def job_status_line(job) -> str:
     return f"{icon} Job #{job.id} · {job.kind}{device} · **{job.status}**"
 
 
-def render_job(ws, job, *, key: str) -> None:
-    """Static view of one job (no polling): status, progress, message, cancel, error/log tail."""
+def queue_line(job, position: int | None) -> str | None:
+    """"Waiting: 2nd in the queue for cuda:0 (1 job ahead)" for a job waiting for a free slot, else None."""
+    if job.status != "queued" or position is None:
+        return None
+    ahead = position - 1
+    where = jobs.device_slot(job.device)
+    return (f"Waiting for a free slot on {where}: position {position} in its queue "
+            f"({ahead} job{'s' if ahead != 1 else ''} ahead). Cancel it to remove it; it will then never start.")
+
+
+def render_job(ws, job, *, key: str, position: int | None = None) -> None:
+    """Static view of one job (no polling): status, queue position while it waits, progress, message,
+    cancel, error/log tail."""
     st.markdown(job_status_line(job))
+    waiting = queue_line(job, position)
+    if waiting:
+        st.info(waiting, icon=":material/schedule:")
     if job.active:
         st.progress(min(max(float(job.progress), 0.0), 1.0), text=job.message or job.status)
-        if st.button("Cancel job", key=f"{key}__cancel_{job.id}", icon=":material/cancel:"):
+        label = "Cancel queued job" if waiting else "Cancel job"
+        if st.button(label, key=f"{key}__cancel_{job.id}", icon=":material/cancel:"):
             _cancel(ws, job.id)
             st.rerun()
     elif job.status == "done":
@@ -60,9 +75,10 @@ def job_monitor(ws, job_ids: list[int], *, key: str, poll_s: float = 1.0) -> Non
     def body() -> None:
         jobs.reconcile(ws)
         current = [ws.get_job(j) for j in job_ids]
+        positions = jobs.queue_positions(ws)
         for job in current:
             with st.container(border=True):
-                render_job(ws, job, key=key)
+                render_job(ws, job, key=key, position=positions.get(job.id))
         if any_active and not any(j.active for j in current):
             st.rerun(scope="app")
 
