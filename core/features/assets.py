@@ -5,7 +5,8 @@ The files are the ones `core.features.maps.cached_overlay` / `cached_attack` rea
 paths, `overlay_cache_rel` / `attack_cache_rel`), so a page that finds them only reads thumbnails;
 rendering here is batched (one forward pass for a batch of images and all their features; one
 gradient-ascent loop for a batch of (image, feature) pairs) and skips every file that exists, so a
-stopped run resumes where it stopped. Writes go through `Workspace.save_image`.
+stopped run resumes where it stopped. Writes go through `Workspace.save_image` (PNG compression level 1:
+the files are regenerable cache, written by the thousand).
 
 `top_activating_rows` is the one rule for which images show a feature (the Features page, the report
 and the labelling-assets job use it), `plan_pairs` turns (class, feature) pairs into (row, feature)
@@ -149,7 +150,8 @@ def render_overlays(ws: Workspace, dataset: str, model_name: str, model: torch.n
                 up = up.clamp_(0, 1).cpu().numpy()                                # (P, H, W)
                 for p_, (_, r, j) in enumerate(idx):
                     rel = overlay_cache_rel(dataset, model_name, _sid(manifest, r), j, size)
-                    out[(r, j)] = ws.save_image(rel, to_pil(overlay(images[r], up[p_], alpha=alpha), size=size))
+                    out[(r, j)] = ws.save_image(rel, to_pil(overlay(images[r], up[p_], alpha=alpha), size=size),
+                                                 compress_level=1)
                     done += 1
             progress(done / len(todo), f"overlays {done:,}/{len(todo):,}")
     finally:
@@ -208,7 +210,7 @@ def render_attacks(ws: Workspace, dataset: str, model_name: str, model: torch.nn
                 adv = x.detach().cpu()
                 for i, (r, j) in enumerate(group):
                     rel = attack_cache_rel(dataset, model_name, _sid(manifest, r), j, steps, seed, size)
-                    out[(r, j)] = ws.save_image(rel, to_pil(adv[i], size=size))
+                    out[(r, j)] = ws.save_image(rel, to_pil(adv[i], size=size), compress_level=1)
                     done += 1
             progress(done / len(todo), f"attacks {done:,}/{len(todo):,}")
     finally:

@@ -39,6 +39,7 @@ SHORT_LABELS = {"core": "Core", "spurious_object": "Spurious object", "spurious_
                 "unsure": "Unsure"}
 ANNOTATOR_KEY = "sa_annotator"
 FOCUS_KEY = "features_focus"
+NEEDS_NAME_KEY = "features_needs_name"
 NAV_KEY = "features_nav"
 ASSETS_KIND = "labelling-assets"
 N_TOP_IMAGES = 6
@@ -146,22 +147,29 @@ def focus_panel(ws, dataset, model, fs, class_index: int, feature: int, rank: in
         feature_labels_view(labels, verdicts, class_index, feature)
         st.caption("Keys: 1 core · 2 spurious object · 3 spurious background · 4 unsure (save and go to the next "
                    "unlabelled feature) · N skip to the next.")
+        if st.session_state.pop(NEEDS_NAME_KEY, False):
+            st.warning("Type your name in the *Annotator* box above before labelling.")
         cols = st.columns(5)
         for col, (answer, key) in zip(cols, ANSWER_KEYS.items()):
-            if col.button(f"{key} · {SHORT_LABELS[answer]}", key=f"quick_{answer}", shortcut=key,
-                          type="primary" if answer != "unsure" else "secondary"):
-                if not annotator.strip():
-                    st.warning("Type your name in the *Annotator* box above before labelling.")
-                    return
-                _save(ws, dataset, model, [{"class_index": class_index, "feature": feature, "answer": answer,
-                                            "annotator": annotator.strip(), "source": "human",
-                                            "note": "keyboard answer"}])
-                st.toast(f"Saved: class {class_index}, feature {feature} → {answer}")
-                _go_next(pairs, order, (class_index, feature))
-                st.rerun()
-        if cols[4].button("N · Skip", key="quick_skip", shortcut="n"):
-            _go_next(pairs, order, (class_index, feature))
-            st.rerun()
+            # callbacks run before the next script run: save + advance cost one run, not two
+            col.button(f"{key} · {SHORT_LABELS[answer]}", key=f"quick_{answer}", shortcut=key,
+                       type="primary" if answer != "unsure" else "secondary", on_click=_answer_and_advance,
+                       args=(ws, dataset, model, class_index, feature, answer, pairs, order))
+        cols[4].button("N · Skip", key="quick_skip", shortcut="n", on_click=_go_next,
+                       args=(pairs, order, (class_index, feature)))
+
+
+def _answer_and_advance(ws, dataset: str, model: str, class_index: int, feature: int, answer: str, pairs,
+                        order) -> None:
+    """Button callback: record the answer (refused without a name), then focus the next unlabelled."""
+    annotator = str(st.session_state.get(ANNOTATOR_KEY, "")).strip()
+    if not annotator:
+        st.session_state[NEEDS_NAME_KEY] = True
+        return
+    _save(ws, dataset, model, [{"class_index": class_index, "feature": feature, "answer": answer,
+                                "annotator": annotator, "source": "human", "note": "keyboard answer"}])
+    st.toast(f"Saved: class {class_index}, feature {feature} → {answer}")
+    _go_next(pairs, order, (class_index, feature))
 
 
 def assets_panel(ws, dataset: str, model: str, class_index: int, k: int, missing: int) -> None:
@@ -224,10 +232,9 @@ def render() -> None:
 
     a1, a2, _ = st.columns([1, 2, 2])
     focus = st.session_state.get(FOCUS_KEY)
-    if a1.button("Next unlabelled", key="features_next", icon=":material/skip_next:",
-                 help="The next (class, feature) without a person's answer, in the navigator's order"):
-        _go_next(pairs, order, tuple(focus) if focus else (class_index, -1))
-        st.rerun()
+    a1.button("Next unlabelled", key="features_next", icon=":material/skip_next:",
+              help="The next (class, feature) without a person's answer, in the navigator's order",
+              on_click=_go_next, args=(pairs, order, tuple(focus) if focus else (class_index, -1)))
     n_machine = 0
     if pairs is not None:
         mine = pairs[(pairs.class_index == class_index) & (pairs["rank"] < int(k))]

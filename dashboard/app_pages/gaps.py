@@ -11,11 +11,12 @@ from core.audit.coverage import unranked_summary, unranked_table
 from core.audit.labelling import sort_classes
 from dashboard import resources
 from dashboard.components.charts import gap_view_figure
-from dashboard.components.class_nav import RANKINGS_PAGE, class_label, open_class
+from dashboard.components.class_nav import RANKINGS_PAGE, class_label, open_class, set_class
 from dashboard.components.guard import run_page
 from dashboard.components.ranking_note import saved_ranking_note
 from dashboard.components.state import features_page
 
+GO_RANKINGS_KEY = "gaps_go_rankings"
 #: view name -> (column, ascending)
 VIEWS = {
     "largest gap": ("gap", False),
@@ -50,17 +51,23 @@ def _open(c: int, split: str) -> None:
     open_class(c, RANKINGS_PAGE)
 
 
-def _on_bar_select(view: pd.DataFrame, split: str) -> None:
-    """A clicked/selected bar opens its class in Rankings."""
+def _on_bar_select(split: str) -> None:
+    """Selection callback (runs before the next script run): a clicked bar's class becomes current and
+    the next run goes straight to Rankings, without recomputing this page first."""
     event = st.session_state.get("gaps_chart")
     points = (event or {}).get("selection", {}).get("points", []) if event else []
-    if points:
-        cd = points[0].get("customdata")
-        c = int(cd[0]) if cd is not None else int(view.iloc[::-1].class_index.iloc[int(points[0]["point_index"])])
-        _open(c, split)
+    for p in points:
+        cd = p.get("customdata")
+        if cd is not None:
+            st.session_state["rank_split"] = split
+            set_class(int(cd[0]))
+            st.session_state[GO_RANKINGS_KEY] = True
+            return
 
 
 def render() -> None:
+    if st.session_state.pop(GO_RANKINGS_KEY, False):
+        st.switch_page(RANKINGS_PAGE)
     page = features_page("Spurious gaps")
     ws, dataset, model, splits = page.ws, page.dataset, page.model, page.splits
     class_names = page.class_names
@@ -107,9 +114,8 @@ def render() -> None:
         st.info("No ranked class matches the search.", icon=":material/search_off:")
     else:
         title = f"{view_name.capitalize()}: {len(view):,} of {ranked_n:,} ranked classes — {model} on {split}"
-        st.plotly_chart(gap_view_figure(view, title=title), key="gaps_chart", on_select="rerun",
-                        selection_mode=("points", "box"))
-        _on_bar_select(view, split)
+        st.plotly_chart(gap_view_figure(view, title=title), key="gaps_chart",
+                        on_select=lambda: _on_bar_select(split), selection_mode=("points", "box"))
         st.caption("gap = acc(k highest-spuriosity images) − acc(k lowest), disjoint slices; error bars: "
                    "bootstrap interval. A positive gap means the model leans on the spurious cue. "
                    "Click a bar to open that class in **Rankings**.")
