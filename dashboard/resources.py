@@ -29,6 +29,7 @@ from core.audit.gaps import GapConfig, spurious_gaps
 from core.audit.labels import spurious_features
 from core.audit.labels import verdicts as core_verdicts
 from core.audit.spuriosity import compute_spuriosity
+from core.concepts.artifacts import concept_ranking_dir, load_concept_ranking
 from core.data.manifest import Manifest
 from core.data.preview import sample_tile
 from core.device import device_options
@@ -433,3 +434,43 @@ def dataset_tile(ws, dataset: str, row: int, size: int = THUMB_SIZE) -> bytes:
     bias-conflicting; cached per manifest file stamp."""
     rec = ws.get_dataset(dataset)
     return _dataset_tile(str(ws.root), dataset, int(row), int(size), file_stamp(rec.manifest_path))
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 11: concept rankings ("by concept: water") on Rankings and Gaps — core.concepts.artifacts
+# ------------------------------------------------------------------------------------------------
+def _concept_stamp(ws, dataset: str, name: str, split: str) -> tuple:
+    base = ws.path(concept_ranking_dir(dataset, name))
+    return (file_stamp(base / f"{split}.spuriosity.npy"), file_stamp(base / "meta.json"))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _concept_ranking(root: str, dataset: str, name: str, split: str, label_model: str, stamps: tuple):
+    fs = _feature_set(root, dataset, label_model, split, stamps[0])
+    return load_concept_ranking(workspace(root), dataset, name, split, fs.labels, fs.num_classes)
+
+
+def concept_ranking(ws, dataset: str, name: str, split: str, *, labels_from: str):
+    """`core.concepts.artifacts.load_concept_ranking` of ranking ``name`` on ``split`` as a
+    `SpuriosityResult` (class labels from ``labels_from``'s feature set of the split), cached per the
+    ranking's file stamps."""
+    rec = ws.get_feature_set(dataset, labels_from, split)
+    fstamp = (rec.id, file_stamp(rec.features_path), file_stamp(rec.logits_path))
+    return _concept_ranking(str(ws.root), dataset, name, split, labels_from,
+                            (fstamp, _concept_stamp(ws, dataset, name, split)))
+
+
+@st.cache_data(show_spinner="Computing spurious gaps on the concept ranking…", max_entries=32)
+def _concept_gaps(root: str, dataset: str, name: str, split: str, evaluated: str, n_boot: int, stamps: tuple):
+    ws = workspace(root)
+    ranking = concept_ranking(ws, dataset, name, split, labels_from=evaluated)
+    return spurious_gaps(ranking, predictions(ws, dataset, evaluated, split), config=GapConfig(n_boot=n_boot))
+
+
+def concept_gaps(ws, dataset: str, name: str, split: str, *, evaluated: str, n_boot: int = 1000):
+    """`core.audit.gaps.GapResult` of ``evaluated``'s predictions on ``split`` ranked by concept ranking
+    ``name`` (the same gap code as a feature ranking), cached per the ranking's and features' stamps."""
+    rec = ws.get_feature_set(dataset, evaluated, split)
+    stamps = ((rec.id, file_stamp(rec.features_path), file_stamp(rec.logits_path)),
+              _concept_stamp(ws, dataset, name, split))
+    return _concept_gaps(str(ws.root), dataset, name, split, evaluated, int(n_boot), stamps)

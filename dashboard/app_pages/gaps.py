@@ -7,16 +7,20 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.audit.coverage import unranked_summary, unranked_table
+from core.audit.coverage import NO_SPURIOUS, REASONS, unranked_summary, unranked_table
 from core.audit.labelling import sort_classes
 from dashboard import resources
 from dashboard.components.charts import gap_view_figure
 from dashboard.components.class_nav import RANKINGS_PAGE, class_label, open_class, set_class
+from dashboard.components.concept_pick import ranking_choice
 from dashboard.components.guard import run_page
 from dashboard.components.ranking_note import saved_ranking_note
-from dashboard.components.state import features_page
+from dashboard.components.state import features_page, md_escape
 
 GO_RANKINGS_KEY = "gaps_go_rankings"
+RANKING_KEY = "gaps_ranking"          # the Ranking selector: None = by features, else a concept ranking's name
+RANK_RANKING_KEY = "rank_ranking"     # Rankings' Ranking selector (dashboard/app_pages/rankings.py)
+NO_CONCEPT_SCORE = "no finite concept score"
 #: view name -> (column, ascending)
 VIEWS = {
     "largest gap": ("gap", False),
@@ -45,13 +49,14 @@ def gap_view(per_class: pd.DataFrame, class_names, *, view: str, n: int, search:
     return df.sort_values([col, "class_index"], ascending=[asc, True], na_position="last", kind="stable").head(int(n))
 
 
-def _open(c: int, split: str) -> None:
-    """Open class ``c`` in Rankings on the same split."""
+def _open(c: int, split: str, concept: str | None = None) -> None:
+    """Open class ``c`` in Rankings on the same split and ranking."""
     st.session_state["rank_split"] = split           # Rankings' split selector (not drawn on this page)
+    st.session_state[RANK_RANKING_KEY] = concept     # Rankings' Ranking selector (None = by features)
     open_class(c, RANKINGS_PAGE)
 
 
-def _on_bar_select(split: str) -> None:
+def _on_bar_select(split: str, concept: str | None = None) -> None:
     """Selection callback (runs before the next script run): a clicked bar's class becomes current and
     the next run goes straight to Rankings, without recomputing this page first."""
     event = st.session_state.get("gaps_chart")
@@ -60,6 +65,7 @@ def _on_bar_select(split: str) -> None:
         cd = p.get("customdata")
         if cd is not None:
             st.session_state["rank_split"] = split
+            st.session_state[RANK_RANKING_KEY] = concept
             set_class(int(cd[0]))
             st.session_state[GO_RANKINGS_KEY] = True
             return
@@ -71,19 +77,28 @@ def render() -> None:
     page = features_page("Spurious gaps")
     ws, dataset, model, splits = page.ws, page.dataset, page.model, page.splits
     class_names = page.class_names
-    c1, c2 = st.columns([1, 1])
+    c1, c2, c3 = st.columns([1, 1.4, 1])
     split = c1.selectbox("Split (held-out images)", splits, index=splits.index(held_out_split(splits)),
                          key="gaps_split")
-    n_boot = c2.selectbox("Bootstrap resamples", [200, 1000, 5000], index=1, key="gaps_boot")
+    concept = ranking_choice(ws, dataset, split, key=RANKING_KEY, container=c2)
+    n_boot = c3.selectbox("Bootstrap resamples", [200, 1000, 5000], index=1, key="gaps_boot")
+    cname = concept.name if concept is not None else None
     verdicts = resources.verdicts(ws, dataset, model)
-    if not len(verdicts) or not (verdicts.verdict == "spurious").any():
+    if concept is None and (not len(verdicts) or not (verdicts.verdict == "spurious").any()):
         st.info("No feature of this model is labelled spurious yet, so there is no ranking to measure gaps "
                 "on. Label features on the **Features** page.", icon=":material/info:")
         return
-    saved_ranking_note(ws, dataset, model, split)
+    if concept is None:
+        saved_ranking_note(ws, dataset, model, split)
     with st.spinner("Computing spurious gaps…"):
-        result = resources.gaps(ws, dataset, model, split, n_boot=int(n_boot))
-        ranking = resources.spuriosity(ws, dataset, model, split)
+        if concept is None:
+            result = resources.gaps(ws, dataset, model, split, n_boot=int(n_boot))
+            ranking = resources.spuriosity(ws, dataset, model, split)
+        else:
+            result = resources.concept_gaps(ws, dataset, cname, split, evaluated=model, n_boot=int(n_boot))
+            ranking = resources.concept_ranking(ws, dataset, cname, split, labels_from=model)
+            st.caption(f"Images ranked {md_escape(concept.label)} (CLIP concept spuriosity, made on the "
+                       "Automation page), not by the model's labelled features.")
     per_class = result.per_class
     pooled = result.pooled
     K = len(per_class)
@@ -95,8 +110,11 @@ def render() -> None:
     m3.metric("Ranked classes", f"{int(pooled.get('n_classes', per_class.ranked.sum())):,} / {K:,}")
 
     unranked = unranked_table(per_class, ranking.classes_without_spurious, class_names)
+    if len(unranked) and concept is not None:       # a concept ranking has concepts, not features
+        unranked["why"] = unranked["why"].replace(REASONS[NO_SPURIOUS], NO_CONCEPT_SCORE)
     if len(unranked):
-        st.caption(unranked_summary(unranked, K))
+        summary = unranked_summary(unranked, K)
+        st.caption(summary if concept is None else summary.replace(REASONS[NO_SPURIOUS], NO_CONCEPT_SCORE))
         with st.expander(f"Unranked classes ({len(unranked):,})"):
             st.dataframe(unranked[["class_index", "class", "n", "why"]].rename(
                 columns={"n": "images in split", "why": "not ranked because"}), hide_index=True,
@@ -114,8 +132,10 @@ def render() -> None:
         st.info("No ranked class matches the search.", icon=":material/search_off:")
     else:
         title = f"{view_name.capitalize()}: {len(view):,} of {ranked_n:,} ranked classes — {model} on {split}"
+        if concept is not None:
+            title += f" · {concept.label}"
         st.plotly_chart(gap_view_figure(view, title=title), key="gaps_chart",
-                        on_select=lambda: _on_bar_select(split), selection_mode=("points", "box"))
+                        on_select=lambda: _on_bar_select(split, cname), selection_mode=("points", "box"))
         st.caption("gap = acc(k highest-spuriosity images) − acc(k lowest), disjoint slices; error bars: "
                    "bootstrap interval. A positive gap means the model leans on the spurious cue. "
                    "Click a bar to open that class in **Rankings**.")
@@ -123,7 +143,7 @@ def render() -> None:
         pick = o1.selectbox("Open a class of this view in Rankings", view.class_index.astype(int).tolist(),
                             format_func=lambda c: class_label(class_names, c), key="gaps_open_class")
         if o2.button("Open in Rankings", key="gaps_open", icon=":material/sort:"):
-            _open(int(pick), split)
+            _open(int(pick), split, cname)
 
     negative = per_class[per_class.get("negative", False) == True]  # noqa: E712
     if len(negative):
@@ -146,7 +166,9 @@ def render() -> None:
         rows = []
         with st.spinner("Computing the other models' gaps…"):
             for name in [model, *chosen]:
-                res = resources.gaps(ws, dataset, model, split, evaluated=name, n_boot=int(n_boot))
+                res = resources.gaps(ws, dataset, model, split, evaluated=name, n_boot=int(n_boot)) \
+                    if concept is None else resources.concept_gaps(ws, dataset, cname, split, evaluated=name,
+                                                                  n_boot=int(n_boot))
                 p = res.pooled
                 row = {"model": name, "pooled gap": p["gap"], "ci_low": p.get("ci_low"),
                        "ci_high": p.get("ci_high"), "acc high": p.get("acc_high"), "acc low": p.get("acc_low")}

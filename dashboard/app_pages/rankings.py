@@ -16,12 +16,14 @@ from core.features.assets import existing_overlays
 from core.features.maps import cached_overlay
 from dashboard import resources
 from dashboard.components.class_nav import class_navigator
+from dashboard.components.concept_pick import ranking_choice
 from dashboard.components.guard import run_page
 from dashboard.components.image_grid import GridItem, image_grid
 from dashboard.components.ranking_note import saved_ranking_note
 from dashboard.components.state import features_page, md_escape
 
 LIVE_MAX_PARAMS = 5_000_000      # overlays of the detail view are rendered live only for small models
+RANKING_KEY = "rank_ranking"     # the Ranking selector: None = by features, else a concept ranking's name
 VIEWS = ["Lowest spuriosity first", "Highest spuriosity first"]
 
 
@@ -115,30 +117,39 @@ def render() -> None:
     page = features_page("Spuriosity rankings")
     ws, dataset, model, splits = page.ws, page.dataset, page.model, page.splits
     class_names = page.class_names
-    c1, c2 = st.columns([1, 1])
+    c1, c2, c3 = st.columns([1, 1.4, 1])
     split = c1.selectbox("Split", splits, key="rank_split")
-    per_page = c2.selectbox("Images per page", [12, 24, 48], index=1, key="rank_per_page")
+    concept = ranking_choice(ws, dataset, split, key=RANKING_KEY, container=c2)
+    per_page = c3.selectbox("Images per page", [12, 24, 48], index=1, key="rank_per_page")
     fs = resources.feature_set(ws, dataset, model, split)
     class_index = class_navigator(ws, dataset, model, class_names, fs.num_classes, key="rank_nav")
 
     verdicts = resources.verdicts(ws, dataset, model)
-    if not len(verdicts) or not (verdicts.verdict == "spurious").any():
+    if concept is None and (not len(verdicts) or not (verdicts.verdict == "spurious").any()):
         st.info("No feature is labelled spurious yet, so no class can be ranked. Label features on the "
                 "**Features** page (or import them with `python -m core label import FILE`).",
                 icon=":material/info:")
         return
-    saved_ranking_note(ws, dataset, model, split)
+    if concept is None:
+        saved_ranking_note(ws, dataset, model, split)
     with st.spinner("Ranking…"):
-        ranking = resources.spuriosity(ws, dataset, model, split)
+        ranking = resources.spuriosity(ws, dataset, model, split) if concept is None else \
+            resources.concept_ranking(ws, dataset, concept.name, split, labels_from=model)
         preds = resources.predictions(ws, dataset, model, split)
     order = ranking.ranking(class_index)
+    if concept is not None and (class_index in ranking.classes_without_spurious or order.size == 0):
+        st.info(f"Class **{md_escape(class_names[class_index])}** is not ranked {md_escape(concept.label)}: no "
+                "image of it has a finite concept score (the ranking has no spurious concept for this class). "
+                "Pick another class, or **by features** in the Ranking selector.", icon=":material/info:")
+        return
     if class_index in ranking.classes_without_spurious or order.size == 0:
         why = REASONS[unranked_reason(int(order.size) if class_index not in ranking.classes_without_spurious
                                       else len(fs.class_rows(class_index)), 1,
                                       class_index not in ranking.classes_without_spurious) or "no_spurious"]
         st.info(f"Class **{md_escape(class_names[class_index])}** is not ranked: {why}.", icon=":material/info:")
         return
-    spurious = ranking.spurious.get(class_index, [])
+    spurious = ranking.spurious.get(class_index, []) if concept is None else \
+        (spurious_features(verdicts, fs.num_classes).get(class_index, []) if len(verdicts) else [])
     core = core_features(verdicts, fs.num_classes).get(class_index, []) if len(verdicts) else []
 
     f1, f2, f3, f4 = st.columns([2.2, 1, 1, 1.4])
@@ -154,15 +165,18 @@ def render() -> None:
     ranks = np.arange(1, len(order) + 1) if view == VIEWS[0] else np.arange(len(order), 0, -1)
     keep = filter_rows(ranked, fs, preds, misclassified=misclassified, bias=bias, alignment=alignment)
     rows, ranks = ranked[keep], ranks[keep]
-    st.caption(f"{order.size:,} images of class {md_escape(class_names[class_index])} ranked by spuriosity (mean "
-               f"within-class z-score of spurious feature(s) {', '.join(map(str, spurious))}; higher = stronger "
-               f"spurious cue); {len(rows):,} pass the filters. Caption: rank, spuriosity, ✓/✗ = model correct.")
+    how = (f"by spuriosity (mean within-class z-score of spurious feature(s) {', '.join(map(str, spurious))}"
+           if concept is None else f"{md_escape(concept.label)} (within-class z-score of the CLIP similarity to "
+           "the spurious concept texts minus the core ones")
+    st.caption(f"{order.size:,} images of class {md_escape(class_names[class_index])} ranked {how}; higher = "
+               f"stronger spurious cue); {len(rows):,} pass the filters. Caption: rank, spuriosity, "
+               "✓/✗ = model correct.")
     if not len(rows):
         st.info("No image of this class passes the filters.", icon=":material/filter_alt_off:")
         return
 
     n_pages = max(1, -(-len(rows) // int(per_page)))
-    pos_key = f"rank_pos_{split}_{class_index}_{view[:3]}_{misclassified}_{bias}_{alignment}"
+    pos_key = f"rank_pos_{split}_{concept.name if concept else ''}_{class_index}_{view[:3]}_{misclassified}_{bias}_{alignment}"
     st.session_state.setdefault(pos_key, 1)
     st.session_state[pos_key] = min(max(1, int(st.session_state[pos_key])), len(rows))
 

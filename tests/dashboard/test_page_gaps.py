@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from dashboard.components.state import md_escape
 from tests.dashboard.app_helpers import assert_empty_workspace_is_friendly, open_app, texts
-from tests.dashboard.populate import MODEL, NO_SPURIOUS_CLASS, SECOND_MODEL
+from tests.dashboard.populate import DATASET, MODEL, NO_SPURIOUS_CLASS, SECOND_MODEL
 
 
 def test_empty_workspace_is_friendly(empty_workspace):
@@ -63,3 +66,43 @@ def test_open_in_rankings_keeps_the_class(populated):
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Spuriosity rankings"
     assert at.session_state["sa_class"] == int(target.split(":")[0])
+
+
+def test_ranking_selector_measures_gaps_on_a_concept_ranking(populated):
+    """Without concept rankings there is no Ranking selector; with one (planted: correct images score
+    higher, so gaps are >= 0) the pooled and per-class gaps of the audited and the other model are those
+    `core.audit.gaps.spurious_gaps` gives on that ranking, and its unscored class is listed unranked."""
+    import pandas as pd
+
+    from core.audit.gaps import GapConfig, spurious_gaps
+    from core.concepts.artifacts import load_concept_ranking
+    from core.features.store import load_features
+    from tests.dashboard.concept_ranking import LABEL, NAME, SPLIT, UNSCORED_CLASS, planted_concept_ranking
+
+    at = open_app(populated["root"], "gaps")
+    assert not [s for s in at.selectbox if s.key == "gaps_ranking"]
+    by_features = at.metric[0].value
+    with planted_concept_ranking(populated["root"]) as planted:
+        at = open_app(populated["root"], "gaps")
+        assert at.selectbox(key="gaps_split").value == SPLIT
+        at.selectbox(key="gaps_ranking").set_value(NAME).run()
+        assert not at.exception, [e.value for e in at.exception]
+        ws, fs = planted["ws"], planted["fs"]
+        ranking = load_concept_ranking(ws, DATASET, NAME, SPLIT, fs.labels, fs.num_classes)
+        want = spurious_gaps(ranking, fs.preds(), config=GapConfig(n_boot=1000))
+        assert want.pooled["gap"] > 0
+        assert at.metric[0].value == f"{want.pooled['gap'] * 100:+.1f} pts" != by_features
+        assert f"Images ranked {md_escape(LABEL)}" in texts(at.caption)
+        assert LABEL in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"]
+        unranked = at.dataframe[0].value
+        assert unranked["class_index"].tolist() == [UNSCORED_CLASS]
+        assert unranked["not ranked because"].tolist() == ["no finite concept score"]
+        table = at.dataframe[1].value.set_index("class_index")
+        per_class = want.per_class.set_index("class_index")
+        assert table.gap.to_dict() == pytest.approx(per_class.gap[per_class.ranked.astype(bool)].to_dict())
+        models = at.dataframe[2].value.set_index("model")
+        other = load_features(ws, DATASET, SECOND_MODEL, SPLIT)
+        other_want = spurious_gaps(ranking, other.preds(), config=GapConfig(n_boot=1000)).pooled["gap"]
+        assert models.loc[MODEL, "pooled gap"] == pytest.approx(want.pooled["gap"])
+        assert models.loc[SECOND_MODEL, "pooled gap"] == pytest.approx(other_want)
+        assert pd.notna(models.loc[SECOND_MODEL, "pooled gap"])

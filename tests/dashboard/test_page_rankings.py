@@ -1,6 +1,7 @@
 """Rankings page (AppTest): paginated grids, unranked classes, and the saved ranking of large splits."""
 from __future__ import annotations
 
+from dashboard.components.state import md_escape
 from tests.dashboard.app_helpers import assert_empty_workspace_is_friendly, open_app, texts
 from tests.dashboard.populate import DATASET, MODEL, NO_SPURIOUS_CLASS
 
@@ -75,3 +76,35 @@ def test_large_splits_use_the_saved_audit_instead_of_live_passes(populated, monk
     assert [s.value for s in at.subheader][0] == f"#1 · feature {populated['top_features'][0][0]}"
     at.number_input(key="features_k").set_value(7).run()              # more than the audit saved (5)
     assert "python -m core discover" in texts(at.code) and "--k 7" in texts(at.code)
+
+
+def test_ranking_selector_orders_by_a_concept_ranking(populated):
+    """Without concept rankings there is no Ranking selector; with one (planted scores written by the
+    clip-rank job's writer) the grid follows its order, the caption names it, and a class without a
+    finite concept score is said plainly."""
+    from core.concepts.artifacts import load_concept_ranking
+    from tests.dashboard.concept_ranking import LABEL, NAME, SPLIT, UNSCORED_CLASS, planted_concept_ranking
+
+    at = open_app(populated["root"], "rankings")
+    at.selectbox(key="rank_split").set_value(SPLIT).run()
+    assert not [s for s in at.selectbox if s.key == "rank_ranking"]
+    with planted_concept_ranking(populated["root"]) as planted:
+        at = open_app(populated["root"], "rankings")
+        at.selectbox(key="rank_split").set_value(SPLIT).run()
+        at.selectbox(key="sa_class").set_value(0).run()
+        picker = at.selectbox(key="rank_ranking")
+        assert picker.options == ["by features", LABEL] and picker.value is None
+        by_features = at.selectbox(key="rank_detail").options
+        picker.set_value(NAME).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert f"ranked {md_escape(LABEL)} (within-class z-score of the CLIP similarity" in texts(at.caption)
+        fs = planted["fs"]
+        ranking = load_concept_ranking(planted["ws"], DATASET, NAME, SPLIT, fs.labels, fs.num_classes)
+        sids = fs.manifest.df["sample_id"].to_numpy()
+        expected = [f"#{i + 1} (sample {int(sids[r])})" for i, r in enumerate(ranking.ranking(0)[:24])]
+        shown = at.selectbox(key="rank_detail").options[1:]
+        assert shown == expected and shown != by_features[1:]
+        at.selectbox(key="sa_class").set_value(UNSCORED_CLASS).run()
+        assert f"is not ranked {md_escape(LABEL)}: no image of it has a finite concept score" in texts(at.info)
+        at.selectbox(key="rank_ranking").set_value(None).run()
+        assert "is not ranked" not in texts(at.info)              # class 3 is ranked by features
