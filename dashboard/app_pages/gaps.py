@@ -1,7 +1,9 @@
 """Gaps: per-class spurious gap acc(high spuriosity) − acc(low) with its bootstrap interval, for any
 number of classes: a sorted view (top/bottom N by gap or by interval width), a search, clickable bars
 (a click opens that class in Rankings), unranked classes counted by their true reason with an
-expandable list, and a table comparing every model that has features of the split."""
+expandable list, and a table comparing every model that has features of the split. A "Ranking"
+selector (when the split has concept rankings) measures all of it on a saved concept ranking
+("by concept: water") with the same gap code."""
 from __future__ import annotations
 
 import pandas as pd

@@ -3,7 +3,8 @@ thumbnail grids. For large classes: jump to a rank (slider or number) and step b
 (misclassified only, one bias group, aligned / conflicting); an image detail view (the image, overlays
 of its class's spurious and core features, the top-5 predictions of every model with features of the
 split). Only the chosen view (lowest / highest first) is rendered. A class that is not ranked is said
-plainly, with the reason."""
+plainly, with the reason. A "Ranking" selector (when the split has concept rankings) orders the images
+by a saved concept ranking ("by concept: water") instead of the labelled spurious features."""
 from __future__ import annotations
 
 import numpy as np

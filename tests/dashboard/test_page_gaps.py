@@ -106,3 +106,10 @@ def test_ranking_selector_measures_gaps_on_a_concept_ranking(populated):
         assert models.loc[MODEL, "pooled gap"] == pytest.approx(want.pooled["gap"])
         assert models.loc[SECOND_MODEL, "pooled gap"] == pytest.approx(other_want)
         assert pd.notna(models.loc[SECOND_MODEL, "pooled gap"])
+        # opening a class in Rankings keeps the concept ranking
+        at.selectbox(key="gaps_open_class").set_value(0).run()
+        at.button(key="gaps_open").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.title[0].value == "Spuriosity rankings"
+        assert at.selectbox(key="rank_ranking").value == NAME
+        assert f"ranked {md_escape(LABEL)}" in texts(at.caption)
