@@ -104,6 +104,17 @@ def test_ranking_selector_orders_by_a_concept_ranking(populated):
         expected = [f"#{i + 1} (sample {int(sids[r])})" for i, r in enumerate(ranking.ranking(0)[:24])]
         shown = at.selectbox(key="rank_detail").options[1:]
         assert shown == expected and shown != by_features[1:]
+        # filters, the order toggle and the detail view use the concept scores
+        wrong = int(((fs.preds() != fs.labels) & (fs.labels == 0)).sum())
+        at.checkbox(key="rank_wrong").check().run()
+        assert f"{wrong:,} pass the filters" in texts(at.caption) or "No image of this class passes" in texts(at.info)
+        at.checkbox(key="rank_wrong").uncheck().run()
+        at.segmented_control(key="rank_view").set_value("Highest spuriosity first").run()
+        top = int(ranking.ranking(0)[-1])
+        assert at.selectbox(key="rank_detail").options[1] == f"#{len(ranking.ranking(0))} (sample {int(sids[top])})"
+        at.selectbox(key="rank_detail").set_value(0).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert f"spuriosity {planted['spuriosity'][top]:+.2f}" in texts(at.text)
         at.selectbox(key="sa_class").set_value(UNSCORED_CLASS).run()
         assert f"is not ranked {md_escape(LABEL)}: no image of it has a finite concept score" in texts(at.info)
         at.selectbox(key="rank_ranking").set_value(None).run()
