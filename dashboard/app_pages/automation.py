@@ -17,8 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from core.audit.artifacts import has_discovery
-from core.audit.gaps import GapConfig, spurious_gaps
-from core.concepts.artifacts import list_concept_rankings, load_concept_ranking
+from core.concepts.artifacts import list_concept_rankings
 from core.concepts.jobs import ClipLabelsJob, ClipRankJob, SamLabelsJob
 from core.concepts.vocabulary import (check_templates, core_concepts, default_spurious_concepts, default_templates,
                                       parse_concepts)
@@ -107,9 +106,7 @@ def _concept_gaps(ws, dataset: str, model: str | None, ranking) -> dict:
     for split in ranking.splits:
         if split not in have:
             continue
-        fs = resources.feature_set(ws, dataset, model, split)
-        res = spurious_gaps(load_concept_ranking(ws, dataset, ranking.name, split, fs.labels, fs.num_classes),
-                            fs.preds(), config=GapConfig(n_boot=0))
+        res = resources.concept_gaps(ws, dataset, ranking.name, split, evaluated=model, n_boot=0)
         out[f"pooled gap {split}"] = res.pooled.get("gap")
     return out
 
