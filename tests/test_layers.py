@@ -73,7 +73,7 @@ def test_cache_decorators_only_in_resources(path):
 #: from the bottom; a module may import its own layer or a lower one. "*.jobs" = every package's job
 #: adapter module. The longest matching prefix decides a module's layer.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("core.errors", "core.progress", "core.device", "core.serialize", "core.config", "core.metrics",
+    ("base", ("core.errors", "core.progress", "core.device", "core.serialize", "core.figures", "core.config", "core.metrics",
               "core.workspace", "core.runs")),
     ("data", ("core.data",)),
     ("models", ("core.models",)),

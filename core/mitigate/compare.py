@@ -31,6 +31,7 @@ from torch import nn
 from core.audit.gaps import GapConfig, spurious_gaps
 from core.device import resolve_device
 from core.errors import SpurAuditError
+from core.figures import safe_figure
 from core.mitigate.data import SPLITS
 from core.mitigate.metrics import evaluate_model, model_outputs
 from core.mitigate.registry import get_method
@@ -141,7 +142,7 @@ class ComparisonResult:
         ws.write_text(out["figure_json"], fig.to_json())
         if html:
             out["figure_html"] = f"{rel_dir}/figure.html"
-            ws.write_text(out["figure_html"], fig.to_html(include_plotlyjs="inline", full_html=True))
+            ws.write_text(out["figure_html"], safe_figure(fig).to_html(include_plotlyjs="inline", full_html=True))
         return out
 
 

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import jinja2
 
 from core.features.maps import to_pil
+from core.figures import safe_figure
 
 __all__ = ["render_report", "png_base64", "TEMPLATE_DIR", "TEMPLATE_NAME"]
 
@@ -39,7 +40,7 @@ def _env() -> jinja2.Environment:
 def _figures_html(figures: Sequence[Any]) -> list[str]:
     out = []
     for i, fig in enumerate(figures):
-        out.append(fig.to_html(include_plotlyjs="inline" if i == 0 else False, full_html=False))
+        out.append(safe_figure(fig).to_html(include_plotlyjs="inline" if i == 0 else False, full_html=False))
     return out
 
 

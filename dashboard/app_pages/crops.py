@@ -10,6 +10,7 @@ import streamlit as st
 from core.audit.artifacts import load_crops, load_sensitivity, ranked_splits
 from core.audit.plots import sensitivity_bars
 from dashboard import resources
+from dashboard.components.charts import plotly_chart
 from dashboard.components.guard import run_page
 from dashboard.components.job_monitor import job_monitor, launch, recent_jobs
 from dashboard.components.state import features_page, md_escape
@@ -46,7 +47,7 @@ def show_sensitivity(sens: pd.DataFrame, class_names: list[str]) -> None:
     groups = sens.groupby("mask_source", sort=False) if "mask_source" in sens else [("given", sens)]
     for source, table in groups:
         summary = table[table.class_index == -1].reset_index(drop=True)
-        st.plotly_chart(sensitivity_bars(summary, title=f"Accuracy drop, masks from {source} features"),
+        plotly_chart(sensitivity_bars(summary, title=f"Accuracy drop, masks from {source} features"),
                         key=f"sens_{source}")
         with st.expander(f"Per-class table ({source})"):
             show = table.copy()

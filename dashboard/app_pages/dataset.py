@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.data.preview import group_heatmap, group_table, is_conflicting, load_skipped, manifest_overview, sample_rows
 from dashboard import resources
+from dashboard.components.charts import plotly_chart
 from dashboard.components.guard import run_page
 from dashboard.components.state import CLASS_KEY, context, md_escape
 
@@ -41,7 +42,7 @@ def render() -> None:
         groups = over["groups"]
         if groups is not None:
             st.subheader("Bias groups")
-            st.plotly_chart(group_heatmap(groups), key="ds_groups")
+            plotly_chart(group_heatmap(groups), key="ds_groups")
         else:
             st.subheader("Bias groups")
             st.caption("This dataset has no bias labels, so there are no (class, bias) groups to show.")

@@ -12,7 +12,7 @@ import streamlit as st
 from core.features.projection import available_methods
 from core.mitigate.embeddings import runs_with_models
 from dashboard import resources
-from dashboard.components.charts import embedding_figure
+from dashboard.components.charts import embedding_figure, plotly_chart
 from dashboard.components.guard import run_page
 from dashboard.components.image_grid import GridItem, image_grid
 from dashboard.components.job_monitor import job_monitor, launch, recent_jobs
@@ -113,7 +113,7 @@ def render() -> None:
     st.caption(note)
     title = f"{model} · {split} · {method.upper()} · coloured by {colour}"
     col, cat = _colour_column(t, colour)
-    st.plotly_chart(embedding_figure(t, colour=col, categorical=cat, title=title),
+    plotly_chart(embedding_figure(t, colour=col, categorical=cat, title=title),
                     key="emb_chart", on_select="rerun", selection_mode=("box", "lasso", "points"))
     show_selection(fs, _selected_rows("emb_chart"), key="emb_selected")
 
@@ -145,7 +145,7 @@ def render() -> None:
         tt = point_table(fs, rows, xy, preds, spur, class_names)
         with col:
             col, cat = _colour_column(tt, colour)
-            st.plotly_chart(embedding_figure(tt, colour=col, categorical=cat, height=420,
+            plotly_chart(embedding_figure(tt, colour=col, categorical=cat, height=420,
                                              title=f"{side}: " + (model if side == "before" else
                                                                   f"run #{run.id} {run.method}")),
                             key=f"emb_{side}", on_select="rerun", selection_mode=("box", "lasso", "points"))

@@ -12,7 +12,7 @@ import streamlit as st
 from core.audit.coverage import NO_SPURIOUS, REASONS, unranked_summary, unranked_table
 from core.audit.labelling import sort_classes
 from dashboard import resources
-from dashboard.components.charts import gap_view_figure
+from dashboard.components.charts import gap_view_figure, plotly_chart
 from dashboard.components.class_nav import RANKINGS_PAGE, class_label, open_class, set_class
 from dashboard.components.concept_pick import ranking_choice
 from dashboard.components.guard import run_page
@@ -136,7 +136,7 @@ def render() -> None:
         title = f"{view_name.capitalize()}: {len(view):,} of {ranked_n:,} ranked classes — {model} on {split}"
         if concept is not None:
             title += f" · {concept.label}"
-        st.plotly_chart(gap_view_figure(view, title=title), key="gaps_chart",
+        plotly_chart(gap_view_figure(view, title=title), key="gaps_chart",
                         on_select=lambda: _on_bar_select(split, cname), selection_mode=("points", "box"))
         st.caption("gap = acc(k highest-spuriosity images) − acc(k lowest), disjoint slices; error bars: "
                    "bootstrap interval. A positive gap means the model leans on the spurious cue. "

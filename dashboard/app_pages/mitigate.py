@@ -14,7 +14,7 @@ from core.mitigate import METHOD_CHOICES, ffw_presets, ffw_variants, method_help
 from core.mitigate.jobs import relaunch_params
 from core.runs import reconcile_runs
 from dashboard import resources
-from dashboard.components.charts import gap_before_after_figure, run_comparison_figure
+from dashboard.components.charts import gap_before_after_figure, plotly_chart, run_comparison_figure
 from dashboard.components.guard import run_page
 from dashboard.components.job_monitor import job_monitor, launch, recent_jobs
 from dashboard.components.state import context, md_escape
@@ -120,7 +120,7 @@ def show_comparison(ws, run) -> None:
                    "before mitigation; pooled gap = acc(high spuriosity) − acc(low), lower is better.")
     figure = load_comparison_figure(run)
     if figure is not None:
-        st.plotly_chart(figure, key=f"cmp_fig_{run.id}")
+        plotly_chart(figure, key=f"cmp_fig_{run.id}")
 
 
 def show_single_runs(ws, dataset: str, runs: list) -> None:
@@ -138,7 +138,7 @@ def show_single_runs(ws, dataset: str, runs: list) -> None:
     done = table[table.status == "done"]
     metric_cols = [m for m in METRICS if m in done.columns]
     if len(done) and metric_cols:
-        st.plotly_chart(run_comparison_figure(done, metrics=metric_cols, title="Single-method runs (test)"),
+        plotly_chart(run_comparison_figure(done, metrics=metric_cols, title="Single-method runs (test)"),
                         key="single_runs_fig")
     after, before = {}, None
     for r in runs:
@@ -148,7 +148,7 @@ def show_single_runs(ws, dataset: str, runs: list) -> None:
             after[f"{r.method} #{r.id}"] = pd.DataFrame(g["after"])
     if before is not None:
         class_names = resources.manifest(ws, dataset).class_names
-        st.plotly_chart(gap_before_after_figure(before, after, class_names=class_names),
+        plotly_chart(gap_before_after_figure(before, after, class_names=class_names),
                         key="single_runs_gaps")
 
 

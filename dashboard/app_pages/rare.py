@@ -20,6 +20,7 @@ from core.rare.inject import CORNERS, PATCH, PATTERNS
 from core.rare.plots import canary_curve, membership_bars, regulariser_bars, score_curves
 from core.rare.sweep import check_sweep, sweep_cells
 from dashboard import resources
+from dashboard.components.charts import plotly_chart
 from dashboard.components.guard import run_page
 from dashboard.components.job_monitor import job_monitor, launch, recent_jobs
 from dashboard.components.state import context
@@ -223,14 +224,14 @@ def show_run(ws, run_id: int) -> None:
         c1.metric("Smallest learned n", "not learned" if learned is None else str(learned))
         c2.metric("Score at n = 0", f"{(verdict.get('baseline_mean') or 0):.4f}")
         c3.metric("Largest n tried", str(verdict.get("largest_n_tried")))
-        st.plotly_chart(canary_curve(verdict), key=f"rare_canary_fig_{run.id}")
+        plotly_chart(canary_curve(verdict), key=f"rare_canary_fig_{run.id}")
     c1, c2 = st.columns(2)
     with c1:
         opt = _select("Optimizer", list(dict.fromkeys(cells.optimizer)), f"rare_opt_{run.id}")
     regs = list(dict.fromkeys(cells.regulariser))
     with c2:
         reg = _select("Regulariser", regs, f"rare_reg_{run.id}")
-    st.plotly_chart(score_curves(cells, optimizer=opt, regulariser=reg), key=f"rare_curve_{run.id}")
+    plotly_chart(score_curves(cells, optimizer=opt, regulariser=reg), key=f"rare_curve_{run.id}")
     show = [c for c in ("pattern", "n", "optimizer", "regulariser", "seeds", "score_mean", "score_sem", "clean_mean",
                         "p_value", "significant", "l2_norm", "test_accuracy_mean", "mia_auroc_patterned_mean",
                         "mia_auroc_clean_mean") if c in cells.columns]
@@ -252,7 +253,7 @@ def show_run(ws, run_id: int) -> None:
         st.subheader("Regularisation")
         counts = sorted(int(n) for n in set(cells.n) if n > 0)
         n_sel = st.selectbox("At n", counts, index=len(counts) - 1, key=f"rare_reg_n_{run.id}") if counts else 0
-        st.plotly_chart(regulariser_bars(cells, n=int(n_sel), optimizer=opt), key=f"rare_regfig_{run.id}")
+        plotly_chart(regulariser_bars(cells, n=int(n_sel), optimizer=opt), key=f"rare_regfig_{run.id}")
         comp = run.frame("regularisers")
         if len(comp):
             cols = [c for c in ("pattern", "n", "optimizer", "regulariser", "score", "score_none", "score_n0",
@@ -264,7 +265,7 @@ def show_run(ws, run_id: int) -> None:
     mem = run.frame("membership")
     if len(mem):
         st.subheader("Membership inference")
-        st.plotly_chart(membership_bars(mem, optimizer=opt, regulariser=reg), key=f"rare_memfig_{run.id}")
+        plotly_chart(membership_bars(mem, optimizer=opt, regulariser=reg), key=f"rare_memfig_{run.id}")
         st.dataframe(mem, hide_index=True, key=f"rare_memtable_{run.id}")
     dele = run.frame("deletion")
     if len(dele):

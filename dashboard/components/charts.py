@@ -1,12 +1,22 @@
-"""Plotly figures for single-method mitigation runs (the audit's and the comparison's figures come
-from `core.audit.plots` / `core.mitigate.compare`). Helpers return a figure and never show it; they
-only format numbers that `core` computed."""
+"""Plotly figures of dashboard-only views (the audit's and the comparison's figures come from
+`core.audit.plots` / `core.mitigate.compare`), and `plotly_chart`, the one way a page shows a figure.
+Helpers return a figure and never show it; they only format numbers that `core` computed."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
+import streamlit as st
+
+from core.figures import safe_figure
+
+
+def plotly_chart(fig: go.Figure, **kwargs):
+    """``st.plotly_chart`` of ``fig`` with its user strings (class, model, dataset, concept names) made
+    literal (`core.figures.safe_figure`: Plotly text would turn ``<a href>`` in a name into a link).
+    Every page shows figures through this; returns what ``st.plotly_chart`` returns (the selection)."""
+    return st.plotly_chart(safe_figure(fig), **kwargs)
 
 
 def run_comparison_figure(table: pd.DataFrame, *, metrics: Sequence[str],

@@ -1,7 +1,7 @@
 """A workspace whose user-supplied strings are all hostile Markdown/HTML (issue 15 item 5).
 
 Every class name carries every payload kind (a Markdown image and link to an outside host, a raw
-``<img>``, a bare URL and a ``www.`` host that GFM would auto-link, an e-mail address, a ``<script>``,
+``<img>`` and ``<a href>`` (Plotly titles and tick labels read the latter), a bare URL and a ``www.`` host that GFM would auto-link, an e-mail address, a ``<script>``,
 Streamlit's ``:red[...]`` and ``$math$``), so whichever class a page shows by default, all payloads are
 on screen. Dataset, model, annotator and note names carry the payloads their character rules allow
 (a dataset/model name names a folder: no ``/ : < >``). Built with the real `core` APIs through a CSV
@@ -26,7 +26,8 @@ NUM_CLASSES = 10
 def class_name(c: int) -> str:
     return (f"c{c} ![px](http://{EVIL_HOST}/c{c}.png) <img src=\"http://{EVIL_HOST}/i{c}.png\"> "
             f"[link](http://{EVIL_HOST}/l{c}) http://{EVIL_HOST}/u{c}.png www.{EVIL_HOST}/w{c} "
-            f"x{c}@{EVIL_HOST} :red[R{c}] $x^{c}$ <script>window.INJ={c}</script>")
+            f"x{c}@{EVIL_HOST} :red[R{c}] $x^{c}$ <script>window.INJ={c}</script> "
+            f"<a href=\"http://{EVIL_HOST}/a{c}\">a{c}</a>")   # the one tag Plotly text makes a link
 
 
 CLASS_NAMES = [class_name(c) for c in range(NUM_CLASSES)]

@@ -27,7 +27,7 @@ APP_PAGES = Path(__file__).resolve().parents[2] / "dashboard" / "app_pages"
 SHOWS_CLASS_NAMES = {"features", "rankings", "gaps"}
 #: elements a payload could create; the selectors match what the hostile names point at
 INJECTED = ", ".join([
-    f"img[src*='{EVIL_HOST}']", f"a[href*='{EVIL_HOST}']", f"iframe[src*='{EVIL_HOST}']",
+    f"img[src*='{EVIL_HOST}']", f"a[href*='{EVIL_HOST}']", f"[*|href*='{EVIL_HOST}']",   # also SVG xlink:href f"iframe[src*='{EVIL_HOST}']",
     f"source[src*='{EVIL_HOST}']", "img[src$='d.png']", "img[src$='m.png']", "a[href$='d.png']",
     "a[href^='mailto:']", f"a[href*='www.{EVIL_HOST}']",
 ])
