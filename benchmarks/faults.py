@@ -18,7 +18,7 @@ whose bytes changed, or files added beside them). It prints cases tried, clear e
 tracebacks (must be 0), rows lost (must be 0), foreign files altered (must be 0) and the rows that did
 not meet their expectation; ``--json``: one JSON object. Exit 0 when everything held.
 
-``--quick`` (CI, via tests/test_benchmarks.py) runs the rows marked quick, about 2 minutes on 2 cores;
+``--quick`` (CI, via tests/test_benchmarks.py) runs the rows marked quick (one or two per group, about a minute on 2 cores);
 the full run adds the rest. Adding a row: write a function ``def row_x(b: Bench) -> Result`` decorated
 with ``@case("name", "group", quick=...)``; build the situation with ``b.workspace()`` /
 ``b.empty_workspace()`` / ``b.folder()``, run ``b.cli(...)``, return ``b.error(proc, "needle")`` or
@@ -244,7 +244,7 @@ def _add_csv(b: Bench, rows: list[tuple[str, str, str]], *extra: str) -> tuple[P
 # --------------------------------------------------------------------------------------------------
 # rows: CSV import (item 1)
 # --------------------------------------------------------------------------------------------------
-@case("csv: blank label", "csv import", quick=True)
+@case("csv: blank label", "csv import")
 def row_csv_blank_label(b: Bench) -> Result:
     proc, _ = _add_csv(b, GOOD_ROWS + [("img10.png", "", "1")])
     return b.error(proc, "empty label")
@@ -275,7 +275,7 @@ def row_csv_skip_bad(b: Bench) -> Result:
     return b.handled(ok, f"exit {proc.code}, skipped {out.get('skipped')}", proc)
 
 
-@case("csv: mixed numeric and text labels", "csv import", quick=True)
+@case("csv: mixed numeric and text labels", "csv import")
 def row_csv_mixed(b: Bench) -> Result:
     rows = [(f"img{i}.png", ["0", "1", "cat", "dog"][i % 4], "0") for i in range(8)]
     proc, _ = _add_csv(b, rows)
@@ -343,7 +343,7 @@ def row_path_escape(b: Bench) -> Result:
     return b.error(proc, "../../etc/passwd (path outside the dataset root")
 
 
-@case("paths: symlink to an image outside the root", "images and paths", quick=True)
+@case("paths: symlink to an image outside the root", "images and paths")
 def row_symlink_image(b: Bench) -> Result:
     base = b.folder("img")
     root = _image_folder(base / "data")
@@ -378,7 +378,7 @@ def _mitigate_error(b: Bench, method: str, setting: str, needle: str) -> Result:
     return res
 
 
-@case("options: head-tuning --set lr=abc", "option values", quick=True)
+@case("options: head-tuning --set lr=abc", "option values")
 def row_opt_lr(b: Bench) -> Result:
     return _mitigate_error(b, "head-tuning", "lr=abc", "option head-tuning.lr expects a number, got 'abc'")
 
@@ -554,7 +554,7 @@ def _every_read_errors(b: Bench, ws: Path, *needles: str, lost: int = 0, altered
     return Result(not bad, "; ".join(bad) or verdicts[0].detail, procs, lost=lost, altered=altered_)
 
 
-@case("database: corrupt header", "database", quick=True)
+@case("database: corrupt header", "database")
 def row_db_header(b: Bench) -> Result:
     ws = b.workspace()
     _checkpointed(ws)
@@ -567,7 +567,7 @@ def row_db_header(b: Bench) -> Result:
     return res
 
 
-@case("database: damaged pages", "database", quick=True)
+@case("database: damaged pages", "database")
 def row_db_pages(b: Bench) -> Result:
     ws = b.workspace()
     _checkpointed(ws)
@@ -585,7 +585,7 @@ def row_db_pages(b: Bench) -> Result:
     return res
 
 
-@case("database: 0-byte audit.db beside artifacts", "database", quick=True)
+@case("database: 0-byte audit.db beside artifacts", "database")
 def row_db_zero(b: Bench) -> Result:
     ws = b.workspace()
     (ws / "audit.db").write_bytes(b"")
@@ -611,7 +611,7 @@ def row_db_missing(b: Bench) -> Result:
     return b.error(proc, "no audit.db", lost=altered(before, file_state(ws)))
 
 
-@case("database: read-only workspace", "database", quick=True)
+@case("database: read-only workspace", "database")
 def row_db_read_only(b: Bench) -> Result:
     ws = b.workspace()
     _checkpointed(ws)
@@ -650,7 +650,7 @@ def _foreign_db(folder: Path, *, wal: bool) -> Path:
     return folder / "audit.db"
 
 
-@case("database: foreign audit.db", "database", quick=True)
+@case("database: foreign audit.db", "database")
 def row_db_foreign(b: Bench) -> Result:
     folder = b.folder("theirs")
     _foreign_db(folder, wal=False)
@@ -708,7 +708,7 @@ def _labels_csv(folder: Path, annotator: str, n: int, offset: int = 0) -> Path:
     return path
 
 
-@case("concurrency: 2 writers x 2,000 rows + a backup", "concurrency", quick=True)
+@case("concurrency: 2 writers x 2,000 rows + a backup", "concurrency")
 def row_concurrent_writers(b: Bench) -> Result:
     ws = b.workspace()
     folder = b.folder("labels")
@@ -752,7 +752,7 @@ def _running_runs(ws: Path) -> list[int]:
         return []
 
 
-@case("kill -9: mitigate", "kill -9", quick=True)
+@case("kill -9: mitigate", "kill -9")
 def row_kill_mitigate(b: Bench) -> Result:
     ws = b.workspace()
     before = row_counts(ws / "audit.db")
@@ -835,7 +835,7 @@ def row_kill_job(b: Bench) -> Result:
 # --------------------------------------------------------------------------------------------------
 # rows: output and files (item 9)
 # --------------------------------------------------------------------------------------------------
-@case("output: label export | head", "output and files", quick=True)
+@case("output: label export | head", "output and files")
 def row_broken_pipe(b: Bench) -> Result:
     ws = b.workspace()
     folder = b.folder("labels")
@@ -856,6 +856,20 @@ def row_umask(b: Bench) -> Result:
              for p in [ws / "models" / "cnn" / "model.pt", ws / "datasets" / "bm" / "manifest.parquet"]}
     ok = all(m == "0o644" for m in modes.values())
     return b.handled(ok, ", ".join(f"{k} {v}" for k, v in modes.items()))
+
+
+@case("names: hostile class/dataset/model/annotator/note names on every dashboard page", "injected names")
+def row_injected_names(b: Bench) -> Result:
+    """The real-browser test of tests/e2e/test_injection_e2e.py (every page, outside requests blocked and
+    counted, no element built from a payload); without Chromium the row says so and fails."""
+    if not shutil.which("chromium"):
+        return b.handled(False, "chromium is not installed (apt-get install -y chromium): not checked")
+    cmd = [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/e2e/test_injection_e2e.py"]
+    proc = subprocess.run(cmd, cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=CLI_TIMEOUT_S)
+    last = (proc.stdout.strip().splitlines() or [""])[-1]
+    run_ = Proc(["pytest", "tests/e2e/test_injection_e2e.py"], proc.returncode, "", proc.stderr)  # pytest's own
+    return b.handled(proc.returncode == 0, last[:160], run_)                                   # report is not ours
 
 
 # --------------------------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ from typing import Callable, Iterable
 import torch
 
 from core.audit import jobs as audit_jobs
+from core.concepts import jobs as concepts_jobs
+from core.data import jobs as data_jobs
 from core.device import list_gpus, resolve_device
 from core.errors import SpurAuditError, check_choice
 from core.features import jobs as features_jobs
@@ -126,6 +128,7 @@ def device_probe_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
 JOB_KINDS.update({**features_jobs.JOB_KINDS, **models_jobs.JOB_KINDS, **audit_jobs.JOB_KINDS,
                   **mitigate_jobs.JOB_KINDS, **rare_jobs.JOB_KINDS})
 JOB_KINDS.update(study_jobs.JOB_KINDS)   # issue 14
+JOB_KINDS.update({**data_jobs.JOB_KINDS, **concepts_jobs.JOB_KINDS})   # issue 11: New audit / Automation
 
 
 # --------------------------------------------------------------------------------------------------

@@ -831,11 +831,16 @@ class Workspace:
             yield tmp
             if not tmp.exists():
                 raise SpurAuditError(f"nothing was written to the temporary file for {rel}")
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
+            # cache/ holds images any page or job can render again: no fsync (issue 12: thousands of thumbnails
+            # per labelling-assets job); the rename still makes each file appear whole or not at all
+            durable = not self.rel(target).startswith("cache/")
+            if durable:
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
             os.chmod(tmp, 0o666 & ~_umask())   # mkstemp made it 0600; an artifact follows the umask like any file
             os.replace(tmp, target)
-            _fsync_dir(target.parent)
+            if durable:
+                _fsync_dir(target.parent)
         except BaseException:
             try:
                 tmp.unlink()

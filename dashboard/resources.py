@@ -15,18 +15,27 @@ import io
 import os
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import streamlit as st
 from PIL import Image
 
 from core.audit.artifacts import audit_files, load_discovery, load_rankings
+from core.audit.artifacts import load_gaps
 from core.audit.discover import DiscoveryConfig, discover_features
+from core.audit.labelling import class_progress, pair_status
+from core.audit.labelling import class_table as core_class_table
 from core.audit.gaps import GapConfig, spurious_gaps
 from core.audit.labels import spurious_features
 from core.audit.labels import verdicts as core_verdicts
 from core.audit.spuriosity import compute_spuriosity
+from core.concepts.artifacts import concept_ranking_dir, load_concept_ranking
 from core.data.manifest import Manifest
+from core.data.preview import sample_tile
 from core.device import device_options
+from core.features.projection import project, subsample
 from core.features.store import load_features
+from core.mitigate.embeddings import embedding_rel, load_run_embedding
 from core.models.checkpoints import load_model
 from core.study.artifacts import load_study, study_files
 from core.workspace import Workspace
@@ -289,3 +298,179 @@ def _study(root: str, name: str, stamp: tuple):
 def study(ws, name: str):
     """`core.study.artifacts.Study` ``name`` — cached until its study.json changes."""
     return _study(str(ws.root), name, file_stamp(ws.path(study_files(name).summary)))
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 12: the class navigator's class table and labelling progress (`core.audit.labelling`)
+# ------------------------------------------------------------------------------------------------
+def top_features(ws, dataset: str, model: str):
+    """(K, k) top discovered features: the audit's saved discovery, else (small stores) the live one of
+    the train split; None when neither is available."""
+    disc = saved_discovery(ws, dataset, model)
+    if disc is None:
+        splits = feature_splits(ws, dataset, model)
+        split = "train" if "train" in splits else (splits[0] if splits else None)
+        if split is None or not computes_live(ws, dataset, model, split):
+            return None
+        disc = discovery(ws, dataset, model, split)
+    return disc.top_features
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _label_pairs(root: str, dataset: str, model: str, lstamp: tuple, dstamp: tuple):
+    ws = workspace(root)
+    top = top_features(ws, dataset, model)
+    if top is None:
+        return None
+    return pair_status(top, ws.labels(dataset, model))
+
+
+def _discovery_stamp(ws, dataset: str, model: str) -> tuple:
+    return file_stamp(ws.path(audit_files(dataset, model).discovery))
+
+
+def label_pairs(ws, dataset: str, model: str):
+    """`core.audit.labelling.pair_status` of the top features (None without a discovery) — cached
+    until a label is added or the discovery changes."""
+    return _label_pairs(str(ws.root), dataset, model, labels_stamp(ws, dataset, model),
+                        _discovery_stamp(ws, dataset, model))
+
+
+def navigator_split(ws, dataset: str, model: str) -> str | None:
+    splits = feature_splits(ws, dataset, model)
+    for s in ("test", "val", "train"):
+        if s in splits:
+            return s
+    return splits[0] if splits else None
+
+
+@st.cache_data(show_spinner="Summarising the classes…", max_entries=16)
+def _class_base(root: str, dataset: str, model: str, split: str | None, fstamp: tuple):
+    """The label-independent part of the class table (images, accuracy, saved gaps) — a new label does
+    not recompute it."""
+    ws = workspace(root)
+    names = manifest(ws, dataset).class_names
+    K = len(names)
+    sizes, acc, gaps_df = np.zeros(K, dtype=np.int64), None, None
+    if split is not None:
+        fs = feature_set(ws, dataset, model, split)
+        K = max(K, fs.num_classes)
+        lab = np.asarray(fs.labels, dtype=np.int64)
+        ok = lab >= 0
+        sizes = np.bincount(lab[ok], minlength=K)
+        hits = np.bincount(lab[ok], weights=(predictions(ws, dataset, model, split)[ok] == lab[ok]), minlength=K)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc = np.where(sizes > 0, hits / np.maximum(sizes, 1), np.nan)
+        saved = load_gaps(ws, dataset, model, split)
+        if saved is not None and model in saved.get("per_class", {}):
+            gaps_df = pd.DataFrame(saved["per_class"][model])
+    return core_class_table(K, names, labels_per_class=sizes, accuracy=acc, gaps=gaps_df)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _class_table(root: str, dataset: str, model: str, split: str | None, stamps: tuple):
+    base = _class_base(root, dataset, model, split, stamps[0]).drop(columns=["status"])
+    pairs = _label_pairs(root, dataset, model, stamps[1], stamps[2])
+    if pairs is not None:
+        table = base.merge(class_progress(pairs), on="class_index", how="left")
+        table["status"] = table["status"].fillna("unlabelled")
+    else:
+        table = base.assign(status="unlabelled")
+    table.attrs["split"] = split
+    return table
+
+
+def class_table(ws, dataset: str, model: str, split: str | None = None):
+    """The navigator's per-class table (`core.audit.labelling.class_table`: images, accuracy and saved
+    gap on ``split`` — default the held-out split — and the labelling status), cached per stamps."""
+    split = split or navigator_split(ws, dataset, model)
+    fstamp = ()
+    if split is not None:
+        rec = ws.get_feature_set(dataset, model, split)
+        gaps_file = ws.path(audit_files(dataset, model).gaps_meta(split))
+        fstamp = (rec.id, file_stamp(rec.logits_path), file_stamp(gaps_file))
+    return _class_table(str(ws.root), dataset, model, split,
+                        (fstamp, labels_stamp(ws, dataset, model), _discovery_stamp(ws, dataset, model)))
+
+
+@st.cache_data(show_spinner="Projecting the features to 2-D…", max_entries=8)
+def _projection(root: str, dataset: str, model: str, split: str, method: str, max_points: int, stamp: tuple):
+    fs = _feature_set(root, dataset, model, split, stamp)
+    rows = subsample(fs.labels, int(max_points))
+    return project(fs.features, rows, method=method, n_total=fs.n)
+
+
+def projection(ws, dataset: str, model: str, split: str, *, method: str = "pca", max_points: int = 3000):
+    """`core.features.projection.Projection` of ``split``'s features (at most ``max_points``, class-
+    stratified) — cached per feature-file stamp."""
+    rec = ws.get_feature_set(dataset, model, split)
+    stamp = (rec.id, file_stamp(rec.features_path), file_stamp(rec.logits_path))
+    return _projection(str(ws.root), dataset, model, split, method, int(max_points), stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _run_embedding(root: str, run_id: int, split: str, stamp: tuple):
+    return load_run_embedding(workspace(root), run_id, split)
+
+
+def run_embedding(ws, run_id: int, split: str):
+    """The saved before/after projection of a run (`core.mitigate.embeddings`), or None."""
+    return _run_embedding(str(ws.root), int(run_id), split, file_stamp(ws.path(embedding_rel(run_id, split))))
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 11: Dataset page tiles (mask outlined, conflicting framed) — core.data.preview.sample_tile
+# ------------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=2048)
+def _dataset_tile(root: str, dataset: str, row: int, size: int, stamp: tuple) -> bytes:
+    tile = sample_tile(manifest(workspace(root), dataset), row, size=size)
+    buf = io.BytesIO()
+    tile.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def dataset_tile(ws, dataset: str, row: int, size: int = THUMB_SIZE) -> bytes:
+    """PNG of manifest row ``row`` of ``dataset`` with its object mask outlined and a red frame when it is
+    bias-conflicting; cached per manifest file stamp."""
+    rec = ws.get_dataset(dataset)
+    return _dataset_tile(str(ws.root), dataset, int(row), int(size), file_stamp(rec.manifest_path))
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 11: concept rankings ("by concept: water") on Rankings and Gaps — core.concepts.artifacts
+# ------------------------------------------------------------------------------------------------
+def _concept_stamp(ws, dataset: str, name: str, split: str) -> tuple:
+    base = ws.path(concept_ranking_dir(dataset, name))
+    return (file_stamp(base / f"{split}.spuriosity.npy"), file_stamp(base / "meta.json"))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _concept_ranking(root: str, dataset: str, name: str, split: str, label_model: str, stamps: tuple):
+    fs = _feature_set(root, dataset, label_model, split, stamps[0])
+    return load_concept_ranking(workspace(root), dataset, name, split, fs.labels, fs.num_classes)
+
+
+def concept_ranking(ws, dataset: str, name: str, split: str, *, labels_from: str):
+    """`core.concepts.artifacts.load_concept_ranking` of ranking ``name`` on ``split`` as a
+    `SpuriosityResult` (class labels from ``labels_from``'s feature set of the split), cached per the
+    ranking's file stamps."""
+    rec = ws.get_feature_set(dataset, labels_from, split)
+    fstamp = (rec.id, file_stamp(rec.features_path), file_stamp(rec.logits_path))
+    return _concept_ranking(str(ws.root), dataset, name, split, labels_from,
+                            (fstamp, _concept_stamp(ws, dataset, name, split)))
+
+
+@st.cache_data(show_spinner="Computing spurious gaps on the concept ranking…", max_entries=32)
+def _concept_gaps(root: str, dataset: str, name: str, split: str, evaluated: str, n_boot: int, stamps: tuple):
+    ws = workspace(root)
+    ranking = concept_ranking(ws, dataset, name, split, labels_from=evaluated)
+    return spurious_gaps(ranking, predictions(ws, dataset, evaluated, split), config=GapConfig(n_boot=n_boot))
+
+
+def concept_gaps(ws, dataset: str, name: str, split: str, *, evaluated: str, n_boot: int = 1000):
+    """`core.audit.gaps.GapResult` of ``evaluated``'s predictions on ``split`` ranked by concept ranking
+    ``name`` (the same gap code as a feature ranking), cached per the ranking's and features' stamps."""
+    rec = ws.get_feature_set(dataset, evaluated, split)
+    stamps = ((rec.id, file_stamp(rec.features_path), file_stamp(rec.logits_path)),
+              _concept_stamp(ws, dataset, name, split))
+    return _concept_gaps(str(ws.root), dataset, name, split, evaluated, int(n_boot), stamps)

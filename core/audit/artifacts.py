@@ -17,7 +17,8 @@ file name lives in one place. Layout, per (dataset, model), under ``audits/<data
   correlation; ``gaps/<split>.csv`` [gaps_table(split)] per class, one gap column per further model;
 - ``collisions.csv`` [collisions], ``collisions_summary.json`` [collisions_summary];
 - ``crops.json`` [crops], ``sensitivity.csv`` [sensitivity] (one row set per mask source);
-- ``summary.json`` [summary]: what `run_audit` returned; written last, so it marks a finished audit.
+- ``summary.json`` [summary]: what `run_audit` returned; written last, so it marks a finished audit;
+- ``chain.json`` [chain]: the steps of the last audit chain (`core.audit.chain`; `load_chain_state`).
 
 The report of (dataset, model) is ``reports/<dataset>__<model>.html`` [report], its CSV/JSON exports
 lie in ``reports/<dataset>__<model>/`` [exports].
@@ -53,7 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["AuditFiles", "audit_files", "audit_dir", "report_path", "has_discovery", "has_ranking",
            "ranked_splits", "audited_models", "load_discovery", "current_verdicts", "load_rankings",
            "load_ranking_table", "load_gaps", "load_gaps_table", "load_collisions", "load_crops",
-           "load_sensitivity", "load_summary", "load_run_json", "load_comparison", "load_comparison_figure",
+           "load_sensitivity", "load_summary", "load_chain_state", "load_run_json", "load_comparison", "load_comparison_figure",
            "load_run_gaps"]
 
 AUDITS = "audits"
@@ -105,6 +106,8 @@ class AuditFiles:
     sensitivity = _file("sensitivity.csv")
     # run_audit, last
     summary = _file(SUMMARY)
+    # core.audit.chain: the state of the audit chain's steps
+    chain = _file("chain.json")
 
     @property
     def report(self) -> str:
@@ -236,6 +239,11 @@ def load_crops(ws: Workspace, dataset: str, model: str) -> dict | None:
 def load_sensitivity(ws: Workspace, dataset: str, model: str) -> pd.DataFrame | None:
     """``sensitivity.csv``: accuracy drops per mask source, corruption and class (class_index -1 = all)."""
     return _csv(ws, audit_files(dataset, model).sensitivity)
+
+
+def load_chain_state(ws: Workspace, dataset: str, model: str) -> dict | None:
+    """``chain.json``: the audit chain's steps (status, seconds, error) as `core.audit.chain` left them."""
+    return ws.read_json(audit_files(dataset, model).chain)
 
 
 def load_summary(ws: Workspace, dataset: str, model: str) -> dict | None:

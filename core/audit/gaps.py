@@ -22,6 +22,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from core.audit.coverage import unranked_reason
 from core.audit.spuriosity import SpuriosityResult
 from core.errors import SpurAuditError
 from core.progress import ProgressFn, null_progress
@@ -54,7 +55,8 @@ class GapConfig:
 @dataclass
 class GapResult:
     """per_class: DataFrame with columns class_index, n, k, acc_high, acc_low, gap, ci_low, ci_high,
-    negative (gap < 0 with the interval's upper end below 0 when an interval exists), ranked.
+    negative (gap < 0 with the interval's upper end below 0 when an interval exists), ranked, reason
+    (why an unranked class is not ranked: a `core.audit.coverage` code, "" when ranked).
     pooled: dict with gap, acc_high, acc_low, ci_low, ci_high, n_classes, mean_class_gap."""
 
     per_class: pd.DataFrame
@@ -92,7 +94,8 @@ def spurious_gaps(ranking: SpuriosityResult, predictions: np.ndarray, *, config:
 
     ranking: `SpuriosityResult` of the split (rows aligned with ``predictions``).
     predictions: (N,) int predicted class of each row (any model evaluated on the same split).
-    Classes without spurious features (or with fewer than 2 images) get NaN gaps and ranked=False.
+    Classes without spurious features (or with fewer than 2 images) get NaN gaps, ranked=False and
+    their reason (`core.audit.coverage.unranked_reason`).
     """
     config = config or GapConfig()
     config.validate()
@@ -114,7 +117,8 @@ def spurious_gaps(ranking: SpuriosityResult, predictions: np.ndarray, *, config:
         k = slice_k(n, config.k, max_k=config.max_k)
         if c in no_spur or k < 1:
             rows.append(dict(class_index=c, n=n, k=0, acc_high=np.nan, acc_low=np.nan, gap=np.nan,
-                             ci_low=np.nan, ci_high=np.nan, negative=False, ranked=False))
+                             ci_low=np.nan, ci_high=np.nan, negative=False, ranked=False,
+                             reason=unranked_reason(n, k, c not in no_spur)))
             continue
         low, high = r[:k], r[n - k:]                     # disjoint since 2k <= n
         h, lo_ = int(correct[high].sum()), int(correct[low].sum())
@@ -132,7 +136,7 @@ def spurious_gaps(ranking: SpuriosityResult, predictions: np.ndarray, *, config:
         tot_k += k
         negative = bool(gap < 0 and (np.isnan(ci_high) or ci_high < 0))
         rows.append(dict(class_index=c, n=n, k=k, acc_high=h / k, acc_low=lo_ / k, gap=gap,
-                         ci_low=ci_low, ci_high=ci_high, negative=negative, ranked=True))
+                         ci_low=ci_low, ci_high=ci_high, negative=negative, ranked=True, reason=""))
         if c % 50 == 0:
             progress((c + 1) / K, f"gaps {c + 1}/{K}")
     df = pd.DataFrame(rows)

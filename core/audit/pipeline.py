@@ -40,7 +40,7 @@ from core.progress import ProgressFn, null_progress, sub_progress
 from core.workspace import Workspace
 
 __all__ = ["run_discovery", "run_rankings", "run_gaps", "run_mask_labels", "run_collisions", "run_core_crops",
-           "run_sensitivity", "run_audit", "ReportStep", "LABEL_SOURCES_AUTO"]
+           "run_sensitivity", "run_audit", "how_to_label", "ReportStep", "LABEL_SOURCES_AUTO"]
 
 LABEL_SOURCES_AUTO = ("auto", "masks", "existing", "none")
 
@@ -369,6 +369,24 @@ def _machine_labels(ws: Workspace, dataset: str, model: str, label_source: str, 
     return 0
 
 
+def how_to_label(dataset: str, model: str, *, has_masks: bool) -> list[str]:
+    """The ways to get feature labels for ``dataset``/``model``, as sentences naming the page or the
+    exact command (what `run_audit` lists when no class could be ranked)."""
+    target = f"--dataset {dataset} --model {model}"
+    ways = ["label features by hand on the dashboard's Features page "
+            "(`python -m streamlit run dashboard/app.py`)"]
+    if has_masks:
+        ways.append(f"machine labels from the dataset's object masks: `python -m core label masks {target}`")
+    ways += [f"SAM-IoU machine labels: `python -m core concepts sam-labels {target} --sam-checkpoint "
+             "sam_vit_b.pth`",
+             f"CLIP machine labels: `python -m core concepts clip-labels {target} --concept water "
+             "--clip-weights WEIGHTS`",
+             f"import answers from a CSV: `python -m core label import {target} answers.csv`",
+             f"then rank and measure again: `python -m core audit {target}` "
+             "(or `rank` and `gaps` with --split)"]
+    return ways
+
+
 def run_audit(ws: Workspace, dataset: str, model: str, *, k: int = 5, label_source: str = "auto",
               eval_split: str | None = None, quorum: int | None = None, gap_k: int | None = None,
               report: ReportStep | None = None, extract: bool = True, device: str = "auto",
@@ -408,7 +426,12 @@ def run_audit(ws: Workspace, dataset: str, model: str, *, k: int = 5, label_sour
            "n_core_pairs": int((vt.verdict == "core").sum()) if len(vt) else 0,
            "classes_without_spurious": ranking.classes_without_spurious,
            "pooled_gap": gaps["gaps"][model].pooled, "gaps_run_id": gaps["run_id"],
-           "n_collisions": int(len(collisions)), "fallback_classes": disc.fallback_classes}
+           "n_collisions": int(len(collisions)), "fallback_classes": disc.fallback_classes,
+           "ranked_classes": int(gaps["gaps"][model].pooled.get("n_classes", 0))}
+    if out["ranked_classes"] == 0:  # nothing labelled spurious: no class ranked, no gap (NaN) to report
+        out["pooled_gap"] = {"n_classes": 0, "total_k": 0}
+        out["next_steps"] = how_to_label(dataset, model,
+                                         has_masks="mask_path" in load_manifest(ws, dataset).df.columns)
     if report:
         path = report(ws, dataset, model, split=eval_split, quorum=quorum, progress=sub_progress(progress, 0.8, 1.0))
         out["report"] = str(path)

@@ -22,14 +22,17 @@ from typing import Any
 
 import pandas as pd
 
-from core.audit.artifacts import current_verdicts
+from core.audit.artifacts import current_verdicts, load_rankings
 from core.audit.discover import DiscoveryConfig
+from core.audit.coverage import reason_counts, unranked_summary, unranked_table
 from core.audit.gaps import GapConfig
 from core.audit.labels import (ANSWERS, MaskLabelConfig, add_answers, agreement, import_labels_csv,
                                import_salient_imagenet, labels_to_csv)
-from core.audit.pipeline import (run_collisions, run_core_crops, run_discovery, run_gaps, run_mask_labels,
-                                 run_rankings, run_sensitivity)
+from core.audit.pipeline import (how_to_label, run_collisions, run_core_crops, run_discovery, run_gaps,
+                                 run_mask_labels, run_rankings, run_sensitivity)
+from core.data import load_manifest
 from core.errors import SpurAuditError
+from core.serialize import to_plain
 from core.report import run_audit, write_report
 
 def _target(p: argparse.ArgumentParser, *, split: str | None = None, split_required: bool = False) -> None:
@@ -151,10 +154,18 @@ def _audit(ctx) -> None:
     out = run_audit(ctx.workspace(), a.dataset, a.model, k=a.k, label_source=a.label_source,
                     eval_split=a.eval_split, quorum=a.quorum, device=a.device, progress=ctx.progress("audit"))
     p = out["pooled_gap"]
-    ctx.emit(out, f"audit of {a.dataset}/{a.model} on {out['eval_split']}: pooled spurious gap "
-                  f"{p.get('gap', float('nan')):+.3f} over {p.get('n_classes', 0)} ranked classes; "
-                  f"{out['n_spurious_pairs']} spurious, {out['n_core_pairs']} core feature labels; "
-                  f"report {out.get('report', '-')}")
+    if not out.get("ranked_classes", p.get("n_classes", 0)):
+        text = (f"audit of {a.dataset}/{a.model} on {out['eval_split']}: features discovered, but no feature is "
+                f"labelled spurious yet ({out['n_spurious_pairs']} spurious, {out['n_core_pairs']} core labels), "
+                "so no class is ranked and there is no spurious gap to report.\nWays to get labels:\n"
+                + "\n".join(f"  - {w}" for w in out.get("next_steps", []))
+                + f"\nreport {out.get('report', '-')}")
+    else:
+        text = (f"audit of {a.dataset}/{a.model} on {out['eval_split']}: pooled spurious gap "
+                f"{p['gap']:+.3f} over {p['n_classes']} ranked classes; "
+                f"{out['n_spurious_pairs']} spurious, {out['n_core_pairs']} core feature labels; "
+                f"report {out.get('report', '-')}")
+    ctx.emit(to_plain(out, nan_as_none=True), text)
 
 
 def _discover(ctx) -> None:
@@ -224,10 +235,24 @@ def _rank(ctx) -> None:
     res = run_rankings(ctx.workspace(), a.dataset, a.model, split=a.split, quorum=a.quorum,
                        progress=ctx.progress("rank"))
     ranked = [c for c in range(res.num_classes) if c not in res.classes_without_spurious]
+    text = f"ranked {len(ranked)} classes of {a.split}; " + _not_ranked_text(res.classes_without_spurious)
+    if not ranked:
+        text += ("\nno feature is labelled spurious yet, so no class can be ranked. Ways to get labels:\n"
+                 + "\n".join(f"  - {w}" for w in how_to_label(a.dataset, a.model, has_masks=_has_masks(ctx))))
     ctx.emit({"ranked_classes": ranked, "classes_without_spurious": res.classes_without_spurious,
-              "n": int(len(res.scores))},
-             f"ranked {len(ranked)} classes of {a.split}; without spurious features (not ranked): "
-             f"{res.classes_without_spurious or 'none'}")
+              "n": int(len(res.scores))}, text)
+
+
+def _not_ranked_text(classes: list[int]) -> str:
+    """"3 without a spurious feature (not ranked): [1, 4, 9]" — a count alone when the list is long."""
+    if not classes:
+        return "every class has a spurious feature"
+    head = f"{len(classes)} without a spurious feature (not ranked)"
+    return head + (f": {classes}" if len(classes) <= 20 else "; list them with --json")
+
+
+def _has_masks(ctx) -> bool:
+    return "mask_path" in load_manifest(ctx.workspace(), ctx.args.dataset).df.columns
 
 
 def _gaps(ctx) -> None:
@@ -235,7 +260,18 @@ def _gaps(ctx) -> None:
     out = run_gaps(ctx.workspace(), a.dataset, a.model, split=a.split, models=a.models,
                    config=GapConfig(k=a.k, n_boot=a.n_boot, seed=a.seed), progress=ctx.progress("gaps"))
     main = out["gaps"][a.model]
-    lines = [main.per_class.to_string(index=False)]
+    if not main.pooled.get("n_classes"):
+        raise SpurAuditError(
+            f"no class of {a.dataset}/{a.model}/{a.split} is ranked (no feature was labelled spurious when it was "
+            f"ranked), so there is no spurious gap. Label features (the Features page, `label masks`, "
+            f"`concepts sam-labels` / `clip-labels`, `label import`), then rank the split: `python -m core rank "
+            f"--dataset {a.dataset} --model {a.model} --split {a.split}`, and run gaps again")
+    ranking = load_rankings(ctx.workspace(), a.dataset, a.model, a.split)
+    unranked = unranked_table(main.per_class, ranking.classes_without_spurious)
+    ranked_rows = main.per_class[main.per_class.ranked.astype(bool)].drop(columns=["reason"], errors="ignore")
+    lines = [ranked_rows.to_string(index=False) if len(ranked_rows) else "no class is ranked",
+             unranked_summary(unranked, len(main.per_class))
+             + (" List them with --json (key unranked)." if len(unranked) else "")]
     for name, r in out["gaps"].items():
         p = r.pooled
         lines.append(f"{name}: pooled gap {p['gap']:+.3f} (95% CI {p.get('ci_low', float('nan')):+.3f} .. "
@@ -244,6 +280,7 @@ def _gaps(ctx) -> None:
         lines.append("correlation of per-class gaps:\n" + out["correlation"].to_string())
     ctx.emit({"pooled": {n: r.pooled for n, r in out["gaps"].items()},
               "per_class": main.per_class.to_dict(orient="records"),
+              "unranked": unranked.to_dict(orient="records"), "unranked_counts": reason_counts(unranked),
               "correlation": out["correlation"].to_dict(), "run_id": out["run_id"]}, "\n".join(lines))
 
 

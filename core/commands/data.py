@@ -6,6 +6,8 @@
     python -m core dataset build digits-on-textures --name tex --rho 0.95
     python -m core dataset add birds --from waterbirds /data/waterbird_complete95_forest2water2
     python -m core dataset add mine --from csv labels.csv --path-col file --label-col y [--skip-bad]
+    python -m core dataset add mine --from csv labels.csv --mask-col mask     # object masks per row
+    python -m core dataset add pets --from imagefolder /data/pets --mask-dir /data/pets_masks
     python -m core dataset show cmnist
     python -m core dataset list
 
@@ -30,6 +32,8 @@ ADD_OPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "label_col": (("csv",), "label_col"),
     "bias_col": (("csv",), "bias_col"),
     "split_col": (("csv",), "split_col"),
+    "mask_col": (("csv",), "mask_col"),
+    "mask_dir": (("imagefolder", "waterbirds"), "mask_dir"),
     "root": (("csv",), "root"),
     "target": (("celeba",), "target"),
     "bias_attr": (("celeba",), "bias_attr"),
@@ -80,6 +84,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     a.add_argument("--label-col", default=None, help="csv: label column (default 'label')")
     a.add_argument("--bias-col", default=None, help="csv: bias attribute column (optional)")
     a.add_argument("--split-col", default=None, help="csv: split column train/val/test or 0/1/2 (optional)")
+    a.add_argument("--mask-col", default=None,
+                   help="csv: object mask image column (paths like the image paths; blank = no mask)")
+    a.add_argument("--mask-dir", type=Path, default=None,
+                   help="imagefolder, waterbirds: folder of object masks mirroring the images "
+                        "(<mask-dir>/<image path> as .png)")
     a.add_argument("--root", type=Path, default=None, help="csv: folder the paths are relative to")
     a.add_argument("--target", default=None, help="celeba: target attribute (Blond_Hair)")
     a.add_argument("--bias-attr", default=None, help="celeba: bias attribute (Male)")

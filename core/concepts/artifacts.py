@@ -73,6 +73,29 @@ def list_concept_rankings(ws: Workspace, dataset: str, *, split: str | None = No
     return out
 
 
+def save_concept_ranking(ws: Workspace, dataset: str, name: str, split: str, *, scores: np.ndarray,
+                         spuriosity: np.ndarray, concepts: list[str], core_concepts: list[str] = (),
+                         clip: dict | None = None, auroc: float | None = None) -> str:
+    """Write split ``split`` of concept ranking ``name`` (the layout above) and merge its meta.json
+    (splits and per-split AUROC kept from earlier splits). ``scores`` (N, T) CLIP similarities,
+    ``spuriosity`` (N,) rows aligned with ``manifest.split(split)``. Returns the ranking's folder."""
+    spuriosity = np.asarray(spuriosity, dtype=np.float32)
+    if spuriosity.ndim != 1 or len(np.asarray(scores)) != len(spuriosity):
+        raise SpurAuditError(f"concept ranking {name!r}: scores have {len(np.asarray(scores))} rows, spuriosity "
+                             f"shape {spuriosity.shape}; both need one row per image of the split")
+    base = concept_ranking_dir(dataset, name)
+    ws.save_npy(f"{base}/{split}.scores.npy", np.asarray(scores, dtype=np.float32))
+    ws.save_npy(f"{base}/{split}.spuriosity.npy", spuriosity)
+    meta = ws.read_json(f"{base}/meta.json", {}) or {}
+    aurocs = dict(meta.get("auroc", {}))
+    if auroc is not None:
+        aurocs[split] = float(auroc)
+    ws.write_json(f"{base}/meta.json", {"name": name, "concepts": list(concepts), "core_concepts": list(core_concepts),
+                                        "clip": dict(clip or {}), "auroc": aurocs,
+                                        "splits": sorted(set(meta.get("splits", [])) | {split})})
+    return base
+
+
 def load_concept_scores(ws: Workspace, dataset: str, name: str, split: str) -> np.ndarray:
     """(N,) float32 spuriosity of ``split`` under concept ranking ``name``."""
     rel = f"{concept_ranking_dir(dataset, name)}/{split}.spuriosity.npy"
@@ -102,4 +125,5 @@ def load_concept_ranking(ws: Workspace, dataset: str, name: str, split: str, lab
 
 
 __all__ = ["ROOT", "ConceptRanking", "concept_ranking_dir", "ranking_name", "list_concept_rankings",
-           "load_concept_scores", "load_concept_ranking"]
+           "save_concept_ranking", "load_concept_scores",
+           "load_concept_ranking"]

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from core.audit.artifacts import load_discovery
 from core.audit.labels import MaskLabelConfig
 from core.audit.pipeline import run_mask_labels
-from core.concepts.artifacts import concept_ranking_dir, ranking_name
+from core.concepts.artifacts import concept_ranking_dir, ranking_name, save_concept_ranking
 from core.concepts.clip import ClipConfig, ClipScorer, concept_spuriosity, suggest_feature_labels
 from core.concepts.sam import SamConfig, SamSegmenter
 from core.data import load_manifest
@@ -71,8 +71,6 @@ def run_clip_spuriosity(ws: Workspace, dataset: str, *, concepts: Sequence[str],
     spur = concept_spuriosity(scores, labels, spurious=list(range(len(concepts))),
                               core=list(range(len(concepts), len(texts))))
     base = concept_ranking_dir(dataset, name)
-    ws.save_npy(f"{base}/{split}.scores.npy", scores)
-    ws.save_npy(f"{base}/{split}.spuriosity.npy", spur)
     known = set(ws.concepts(dataset).text) if len(ws.concepts(dataset)) else set()
     for text, kind in [(t, "spurious") for t in concepts] + [(t, "core") for t in core_concepts]:
         if text not in known:
@@ -83,13 +81,11 @@ def run_clip_spuriosity(ws: Workspace, dataset: str, *, concepts: Sequence[str],
                "n": int(len(spur)), "scores": f"{base}/{split}.scores.npy",
                "spuriosity": f"{base}/{split}.spuriosity.npy"}
     aligned = manifest.aligned
-    meta = ws.read_json(f"{base}/meta.json", {}) or {}
-    auroc = dict(meta.get("auroc", {}))
+    auroc = None
     if aligned is not None and 0 < np.asarray(aligned, bool).sum() < len(aligned):
-        summary["auroc_aligned_vs_conflicting"] = auroc[split] = float(roc_auc_score(np.asarray(aligned, bool), spur))
-    ws.write_json(f"{base}/meta.json", {"name": name, "concepts": concepts, "core_concepts": core_concepts,
-                                        "clip": summary["clip"], "auroc": auroc,
-                                        "splits": sorted(set(meta.get("splits", [])) | {split})})
+        summary["auroc_aligned_vs_conflicting"] = auroc = float(roc_auc_score(np.asarray(aligned, bool), spur))
+    save_concept_ranking(ws, dataset, name, split, scores=scores, spuriosity=spur, concepts=concepts,
+                         core_concepts=core_concepts, clip=summary["clip"], auroc=auroc)
     progress(1.0, "CLIP concept spuriosity saved")
     return summary
 

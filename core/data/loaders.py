@@ -6,8 +6,8 @@ source         format
 =============  ==================================================================================
 imagefolder    ``ROOT/<class>/<image>`` (class = folder name, sorted); or
                ``ROOT/{train,val,test}/<class>/<image>`` (``valid``/``validation`` = val)
-csv            a CSV with a path column and a label column (names configurable), optional bias and
-               split columns; paths relative to ``root`` (default: the CSV's folder)
+csv            a CSV with a path column and a label column (names configurable), optional bias,
+               split and object-mask columns; paths relative to ``root`` (default: the CSV's folder)
 waterbirds     ``ROOT/metadata.csv`` with ``img_filename, y, place, split`` (split 0/1/2 =
                train/val/test; bias = place, aligned = (y == place))
 celeba         ``ROOT/list_attr_celeba.txt`` + ``ROOT/list_eval_partition.txt`` (0/1/2), images in
@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from core.data.manifest import SPLIT_NAMES, Manifest
 from core.data.mnist_source import stratified_partition
@@ -78,6 +79,79 @@ def _norm_split(value: Any) -> str | None:
     if key.endswith(".0"):
         key = key[:-2]
     return SPLIT_ALIASES.get(key)
+
+
+# ---------------------------------------------------------------------------- object masks
+MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
+
+
+def _mask_rel(mask: Path, root: Path) -> str:
+    """A mask's path as stored in ``mask_path``: relative to ``root`` when inside it, else absolute
+    (a mask folder the user named explicitly may sit beside the images' root)."""
+    try:
+        return mask.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return mask.resolve().as_posix()
+
+
+def _masks_from_dir(df: pd.DataFrame, root: Path, mask_dir: str | Path) -> tuple[list[str], dict[int, str]]:
+    """For each row's image ``<rel>`` the mask ``<mask_dir>/<rel>`` with a mask suffix (``.png`` first,
+    then the image's own name): ``(mask paths, {row position: reason})`` (reason: no mask found)."""
+    mdir = _existing_dir(mask_dir, "mask")
+    out: list[str] = []
+    reasons: dict[int, str] = {}
+    for i, rel in enumerate(df["path"].astype(str)):
+        base = mdir / rel
+        found = next((c for c in [base.with_suffix(s) for s in MASK_SUFFIXES] + [base] if c.is_file()), None)
+        if found is None:
+            reasons[i] = f"missing mask file (no {Path(rel).with_suffix('.png').as_posix()} under {mdir})"
+            out.append("")
+        else:
+            out.append(_mask_rel(found, root))
+    return out, reasons
+
+
+def _check_mask_files(masks: list[str], root: Path, *, verify: bool = True) -> dict[int, str]:
+    """{row position: reason} for mask paths that name no (readable, with ``verify``) file (blank = no
+    mask: allowed)."""
+    reasons: dict[int, str] = {}
+    for i, rel in enumerate(masks):
+        if not rel:
+            continue
+        full = Path(rel) if Path(rel).is_absolute() else root / rel
+        if not full.is_file():
+            reasons[i] = f"missing mask file {rel}"
+            continue
+        if not verify:
+            continue
+        try:
+            with Image.open(full) as img:
+                img.verify()
+        except Exception as exc:  # PIL raises many types for corrupt files
+            reasons[i] = f"unreadable mask {rel} ({type(exc).__name__}: {exc})"
+    return reasons
+
+
+def _drop_rows(df: pd.DataFrame, reasons: dict[int, str]) -> tuple[pd.DataFrame, list[dict]]:
+    """Remove the rows at the positions in ``reasons``; return (kept rows, known_bad dicts)."""
+    if not reasons:
+        return df, []
+    bad = [{"sample_id": int(df["sample_id"].iat[i]), "path": str(df["path"].iat[i]), "reason": why}
+           for i, why in sorted(reasons.items())]
+    keep = np.ones(len(df), bool)
+    keep[list(reasons)] = False
+    return df[keep].reset_index(drop=True), bad
+
+
+def _attach_masks(df: pd.DataFrame, root: Path, mask_dir: str | Path, *,
+                  verify: bool = True) -> tuple[pd.DataFrame, list[dict]]:
+    """Add ``mask_path`` from a mask folder mirroring the images (`_masks_from_dir`), checked
+    (`_check_mask_files`); rows without a usable mask are removed and returned as known_bad."""
+    masks, reasons = _masks_from_dir(df, root, mask_dir)
+    for i, why in _check_mask_files(masks, root, verify=verify).items():
+        reasons.setdefault(i, why)
+    df = df.assign(mask_path=masks)
+    return _drop_rows(df, reasons)
 
 
 def _check_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -230,17 +304,22 @@ def _encode(values: pd.Series, names: list[str] | None, what: str, *, column: st
 
 # ---------------------------------------------------------------------------- ImageFolder
 def load_imagefolder(path: str | Path, *, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1,
-                     skip_bad: bool = False, check_images: bool = True,
+                     mask_dir: str | Path | None = None, skip_bad: bool = False, check_images: bool = True,
                      progress: ProgressFn | None = None) -> Manifest:
     """``ROOT/<class>/<image>`` (class index = position of the folder name in sorted order).
 
     With split folders ``ROOT/{train,val,test}/<class>/...`` (``valid``/``validation`` = val) the
     splits are taken from them (a missing val or test split is carved from train, seeded); otherwise
     a seeded stratified split is made. Empty class folders are bad input (dropped with skip_bad).
+
+    ``mask_dir``: a folder of object masks mirroring the image tree (the mask of ``ROOT/<rel>`` is
+    ``mask_dir/<rel>`` as ``.png``, or under the image's own name; nonzero = object). An image
+    without a mask is a bad row. A mask folder directly inside ROOT is not taken for a class.
     """
     root = _existing_dir(path, "ImageFolder")
     _check_fractions(val_fraction, test_fraction)
-    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    mask_root = _existing_dir(mask_dir, "mask") if mask_dir is not None else None
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d != mask_root)
     split_dirs = {d: _norm_split(d.name) for d in subdirs}
     by_split = bool(subdirs) and all(v is not None and not d.name.isdigit() for d, v in split_dirs.items()) \
         and "train" in split_dirs.values()
@@ -276,20 +355,26 @@ def load_imagefolder(path: str | Path, *, seed: int = 0, val_fraction: float = 0
             df.loc[tr, "split"] = made
             attrs["split_note"] = f"no {'/'.join(missing)} folder: carved from train (seeded, seed={seed})"
     df.insert(0, "sample_id", np.arange(len(df), dtype=np.int64))
-    return _finish(df, root=root, class_names=classes, source="imagefolder",
-                   params={"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction},
-                   known_bad=[], skip_bad=skip_bad, check_images=check_images, progress=progress, attrs=attrs)
+    params = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    known_bad: list[dict] = []
+    if mask_root is not None:
+        df, known_bad = _attach_masks(df, root, mask_root, verify=check_images)
+        params["mask_dir"] = str(mask_root)
+    return _finish(df, root=root, class_names=classes, source="imagefolder", params=params,
+                   known_bad=known_bad, skip_bad=skip_bad, check_images=check_images, progress=progress, attrs=attrs)
 
 
 # ---------------------------------------------------------------------------- CSV
 def load_csv(path: str | Path, *, root: str | Path | None = None, path_col: str = "path",
              label_col: str = "label", bias_col: str | None = None, split_col: str | None = None,
-             class_names: list[str] | None = None, seed: int = 0, val_fraction: float = 0.1,
+             mask_col: str | None = None, class_names: list[str] | None = None, seed: int = 0, val_fraction: float = 0.1,
              test_fraction: float = 0.1, skip_bad: bool = False, check_images: bool = True,
              progress: ProgressFn | None = None) -> Manifest:
     """A CSV listing images: ``path_col`` (relative to ``root``, default the CSV's folder, or absolute
     inside it), ``label_col`` (ints 0..K-1 or class names; names sorted -> indices), optional
-    ``bias_col`` (ints, or text mapped to sorted indices) and ``split_col`` (train/val/test or 0/1/2).
+    ``bias_col`` (ints, or text mapped to sorted indices), ``split_col`` (train/val/test or 0/1/2) and
+    ``mask_col`` (object mask image per row, relative to ``root`` like the paths; nonzero = object; a
+    blank cell = no mask for that row; a named mask that is missing or unreadable is a bad row).
     """
     csv_path = Path(path).expanduser()
     if not csv_path.is_file():
@@ -301,12 +386,13 @@ def load_csv(path: str | Path, *, root: str | Path | None = None, path_col: str 
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise SpurAuditError(f"cannot parse {csv_path} as CSV ({exc}); give a comma-separated file with a "
                              "header row") from exc
-    wanted = {"path_col": path_col, "label_col": label_col, "bias_col": bias_col, "split_col": split_col}
+    wanted = {"path_col": path_col, "label_col": label_col, "bias_col": bias_col, "split_col": split_col,
+              "mask_col": mask_col}
     missing = {k: v for k, v in wanted.items() if v is not None and v not in table.columns}
     if missing:
         listed = ", ".join(f"{k}={v!r}" for k, v in missing.items())
         raise SpurAuditError(f"{csv_path} has no column(s) {listed}; its columns are {list(table.columns)}. "
-                             "Name the right ones with --path-col / --label-col / --bias-col / --split-col")
+                             "Name the right ones with --path-col / --label-col / --bias-col / --split-col / --mask-col")
     labels, names, label_reasons = _encode(table[label_col], class_names, "label", column=label_col)
     paths = ["" if pd.isna(v) or not str(v).strip() else _relative_path(v, root_dir) for v in table[path_col]]
     df = pd.DataFrame({"sample_id": np.arange(len(table), dtype=np.int64), "path": paths, "label": labels})
@@ -322,6 +408,11 @@ def load_csv(path: str | Path, *, root: str | Path | None = None, path_col: str 
         df["split"] = [s or "?" for s in split]
     else:
         df["split"] = "train"
+    if mask_col is not None:
+        masks = ["" if pd.isna(v) or not str(v).strip() else _relative_path(v, root_dir) for v in table[mask_col]]
+        for i, why in _check_mask_files(masks, root_dir, verify=check_images).items():
+            reasons.setdefault(i, why)
+        df["mask_path"] = masks
     bias_names = None
     if bias_col is not None:
         bias, bias_names, bias_reasons = _encode(table[bias_col], None, "bias value", column=bias_col, blank_ok=True)
@@ -344,18 +435,19 @@ def load_csv(path: str | Path, *, root: str | Path | None = None, path_col: str 
         attrs["bias_names"] = bias_names
     df["class_name"] = [names[int(l)] for l in df["label"]]
     params = {"csv": str(csv_path.resolve()), "path_col": path_col, "label_col": label_col,
-              "bias_col": bias_col, "split_col": split_col, "seed": seed}
+              "bias_col": bias_col, "split_col": split_col, "mask_col": mask_col, "seed": seed}
     return _finish(df, root=root_dir, class_names=names, source="csv", params=params, known_bad=known_bad,
                    skip_bad=skip_bad, check_images=check_images, progress=progress, attrs=attrs)
 
 
 # ---------------------------------------------------------------------------- Waterbirds
-def load_waterbirds(path: str | Path, *, skip_bad: bool = False, check_images: bool = True,
-                    progress: ProgressFn | None = None) -> Manifest:
+def load_waterbirds(path: str | Path, *, mask_dir: str | Path | None = None, skip_bad: bool = False,
+                    check_images: bool = True, progress: ProgressFn | None = None) -> Manifest:
     """Waterbirds: ``ROOT/metadata.csv`` (``img_filename, y, place, split``; split 0/1/2).
 
     label = y (0 landbird, 1 waterbird), bias = place (0 land, 1 water), aligned = (y == place),
-    group = 2 * y + place.
+    group = 2 * y + place. ``mask_dir``: object masks mirroring ``img_filename`` (e.g. the CUB
+    segmentations folder: ``<mask_dir>/<img_filename>`` as ``.png``); an image without one is a bad row.
     """
     root = _existing_dir(path, "Waterbirds")
     meta = root / "metadata.csv"
@@ -383,7 +475,12 @@ def load_waterbirds(path: str | Path, *, skip_bad: bool = False, check_images: b
     df = pd.DataFrame(rows, columns=["sample_id", "path", "label", "split", "bias"])
     df["aligned"] = (df["label"] == df["bias"]).astype("boolean")
     df["group"] = df["label"] * 2 + df["bias"]
-    return _finish(df, root=root, class_names=["landbird", "waterbird"], source="waterbirds", params={},
+    params: dict = {}
+    if mask_dir is not None:
+        df, mask_bad = _attach_masks(df, root, mask_dir, verify=check_images)
+        known_bad += mask_bad
+        params["mask_dir"] = str(Path(mask_dir).expanduser().resolve())
+    return _finish(df, root=root, class_names=["landbird", "waterbird"], source="waterbirds", params=params,
                    known_bad=known_bad, skip_bad=skip_bad, check_images=check_images, progress=progress,
                    attrs={"bias_names": ["land", "water"], "aligned_rule": "y == place"})
 

@@ -14,7 +14,8 @@ column                  dtype      meaning
 ``aligned``             boolean    (optional) bias value == the one the class is correlated with;
                                    missing (``pd.NA``) when unknown
 ``group``               int64      (optional) group index ``label * n_bias_values + bias``
-``mask_path``           str        (optional) object mask PNG relative to ``root`` (nonzero = object)
+``mask_path``           str        (optional) object mask image relative to ``root`` (nonzero = object;
+                                   absolute when it sits in a mask folder outside ``root``; blank = none)
 ``bias_<name>``         int64      (optional) further bias attributes (``bias_columns`` lists them);
 ``aligned_<name>``      boolean    and their alignment flags
 ======================  =========  ===============================================================
@@ -209,6 +210,8 @@ class Manifest:
                     by_bias[col] = float((~sub[acol].dropna().astype(bool)).mean())
             if by_bias:
                 info["conflict_fraction_by_bias"] = by_bias
+            if "mask_path" in sub.columns:
+                info["with_mask"] = int(sub["mask_path"].fillna("").astype(str).str.strip().ne("").sum())
             out["splits"][s] = info
         if self.attrs:
             out["attrs"] = self.attrs

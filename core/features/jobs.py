@@ -1,8 +1,10 @@
-"""Job kind of the features package: ``extract`` (params -> `ExtractJob` -> `extract_splits`)."""
+"""Job kinds of the features package: ``extract`` (params -> `ExtractJob` -> `extract_splits`) and
+``labelling-assets`` (params -> `LabellingAssetsJob` -> `core.audit.assets.render_labelling_assets`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.audit.assets import LabellingAssetsConfig, render_labelling_assets
 from core.config import config_from_mapping
 from core.features.extract import ExtractConfig, extract_splits
 from core.progress import ProgressFn
@@ -31,4 +33,21 @@ def extract_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
                               "num_classes": r.num_classes} for r in records]}
 
 
-JOB_KINDS = {"extract": extract_job}
+# --- issue 12: job kind "labelling-assets" (core.audit.assets) ------------------------------------
+@dataclass(kw_only=True)
+class LabellingAssetsJob(LabellingAssetsConfig):
+    """Params of job kind "labelling-assets": the dataset, the model and `LabellingAssetsConfig`."""
+
+    dataset: str
+    model: str
+
+
+def labelling_assets_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    """Render overlays and feature attacks of the top features into the workspace cache."""
+    job = config_from_mapping(LabellingAssetsJob, params, what="labelling-assets job")
+    config = config_from_mapping(LabellingAssetsConfig, {k: v for k, v in vars(job).items()
+                                                         if k not in ("dataset", "model")}, what="labelling assets")
+    return render_labelling_assets(ws, job.dataset, job.model, config, progress=progress)
+
+
+JOB_KINDS = {"extract": extract_job, "labelling-assets": labelling_assets_job}

@@ -24,7 +24,8 @@ from core.features.attack import AttackConfig, feature_attack
 from core.workspace import Workspace
 
 __all__ = ["activation_maps", "normalize_maps", "binarize", "soft_mask", "overlay", "to_pil", "colormap",
-           "cached_image", "cached_thumbnail", "cached_overlay", "cached_attack"]
+           "cached_image", "cached_thumbnail", "cached_overlay", "cached_attack", "overlay_cache_rel",
+           "attack_cache_rel"]
 
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -172,6 +173,17 @@ def _cache_rel(kind: str, dataset: str, *parts: object) -> str:
     return f"cache/{kind}/{dataset.replace('/', '-')}/{safe}.png"
 
 
+def overlay_cache_rel(dataset: str, model_name: str, sample_id: int, feature: int, size: int) -> str:
+    """Workspace-relative cache path of an activation-map overlay (`cached_overlay`, `core.features.assets`)."""
+    return _cache_rel("overlays", dataset, model_name, int(sample_id), f"f{int(feature)}", size)
+
+
+def attack_cache_rel(dataset: str, model_name: str, sample_id: int, feature: int, steps: int, seed: int,
+                     size: int) -> str:
+    """Workspace-relative cache path of a feature attack (`cached_attack`, `core.features.assets`)."""
+    return _cache_rel("attacks", dataset, model_name, int(sample_id), f"f{int(feature)}", steps, seed, size)
+
+
 def cached_thumbnail(ws: Workspace, dataset: str, manifest, row: int, *, size: int = 128) -> Path:
     """PNG thumbnail of manifest row ``row`` (longer side ``size``), cached by sample_id."""
     sid = int(manifest.df["sample_id"].iat[int(row)])
@@ -195,7 +207,7 @@ def cached_overlay(ws: Workspace, dataset: str, model_name: str, model: torch.nn
         nam = activation_maps(model, x, [int(feature)], device=device)[0, 0]
         return to_pil(overlay(x, nam, alpha=alpha), size=size)
 
-    return cached_image(ws, _cache_rel("overlays", dataset, model_name, sid, f"f{int(feature)}", size), make)
+    return cached_image(ws, overlay_cache_rel(dataset, model_name, sid, feature, size), make)
 
 
 def cached_attack(ws: Workspace, dataset: str, model_name: str, model: torch.nn.Module, manifest, row: int,
@@ -211,5 +223,4 @@ def cached_attack(ws: Workspace, dataset: str, model_name: str, model: torch.nn.
                                                                          seed=seed), device=device)
         return to_pil(adv, size=size)
 
-    return cached_image(ws, _cache_rel("attacks", dataset, model_name, sid, f"f{int(feature)}", steps, seed, size),
-                        make)
+    return cached_image(ws, attack_cache_rel(dataset, model_name, sid, feature, steps, seed, size), make)

@@ -8,6 +8,7 @@ from typing import Any
 
 from core.config import config_from_mapping
 from core.errors import SpurAuditError
+from core.mitigate.embeddings import run_embedding
 from core.mitigate.registry import METHODS
 from core.mitigate.runner import run_comparison, run_mitigation
 from core.progress import ProgressFn
@@ -73,7 +74,27 @@ def compare_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     return {"run_id": run_id}
 
 
-JOB_KINDS = {"mitigate": mitigate_job, "compare": compare_job}
+# --- issue 12: job kind "embedding" (the representation before / after a run) ---------------------
+@dataclass
+class EmbeddingJob:
+    """Params of job kind "embedding": the run, the split, points shown, projection, device."""
+
+    run_id: int
+    split: str = "test"
+    max_points: int = 3000
+    method: str = "pca"
+    seed: int = 0
+    device: str = "auto"
+
+
+def embedding_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    """Project the audited model's and the run's features of the same images; saved with the run."""
+    job = config_from_mapping(EmbeddingJob, params, what="embedding job")
+    return run_embedding(ws, job.run_id, split=job.split, max_points=job.max_points, method=job.method,
+                         seed=job.seed, device=job.device, progress=progress)
+
+
+JOB_KINDS = {"mitigate": mitigate_job, "compare": compare_job, "embedding": embedding_job}
 
 
 def relaunch_params(run: Any) -> tuple[str, dict]:

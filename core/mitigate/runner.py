@@ -63,6 +63,18 @@ def load_ranking(ws, dataset: str, model: str, split: str):
         return None
 
 
+def _audit_spuriosity(ws, dataset: str, model: str, config: dict) -> str:
+    """Fill head / error tuning's ``spuriosity`` and ``val_spuriosity`` (in place) from the audit's saved
+    rankings of train and val when there are both; returns the note saying where the scores came from."""
+    tr, va = load_ranking(ws, dataset, model, "train"), load_ranking(ws, dataset, model, "val")
+    if tr is None or va is None:
+        return "no saved rankings of train and val; derived by the method"
+    config.setdefault("spuriosity", np.nan_to_num(tr.scores, nan=0.0))
+    config.setdefault("val_spuriosity", np.nan_to_num(va.scores, nan=0.0))
+    config.setdefault("spuriosity_source", "given")
+    return "audit rankings (train, val)"
+
+
 def _gap_table(ranking, model, x, device) -> tuple[list[dict], dict]:
     logits, _ = model_outputs(model, x, device=device)
     res = spurious_gaps(ranking, logits.argmax(1), config=GapConfig(n_boot=200, seed=0))
@@ -97,14 +109,7 @@ def run_mitigation(ws, *, dataset: str, model: str, method: str, config: Mapping
         base = load_model(model_rec.checkpoint, device="cpu").eval()
         notes = {}
         if method in ("head-tuning", "error-tuning") and config.get("spuriosity") is None:
-            tr, va = load_ranking(ws, dataset, model, "train"), load_ranking(ws, dataset, model, "val")
-            if tr is not None and va is not None:
-                config.setdefault("spuriosity", np.nan_to_num(tr.scores, nan=0.0))
-                config.setdefault("val_spuriosity", np.nan_to_num(va.scores, nan=0.0))
-                config.setdefault("spuriosity_source", "given")
-                notes["spuriosity"] = "audit rankings (train, val)"
-            else:
-                notes["spuriosity"] = "no saved rankings of train and val; derived by the method"
+            notes["spuriosity"] = _audit_spuriosity(ws, dataset, model, config)
         result = fn(data, base_model=base, config=config, seed=int(seed), device=dev,
                     progress=sub_progress(progress, 0.1, 0.9))
         progress(0.9, "saving")
@@ -173,6 +178,10 @@ def run_comparison(ws, *, dataset: str, model: str, methods: Sequence[str] = (),
             metrics = {"summary": to_plain(res.to_dict()["summary"], **_RUN_JSON)}
         else:
             ranking = load_ranking(ws, dataset, model, "test")
+            configs = {m: dict((configs or {}).get(m) or {}) for m in methods}
+            for m in methods:   # as run_mitigation: head / error tuning rank by the audit's saved spuriosity
+                if m in ("head-tuning", "error-tuning") and configs[m].get("spuriosity") is None:
+                    _audit_spuriosity(ws, dataset, model, configs[m])
             res = compare(data, base, methods, seeds=seeds, configs=configs, ranking=ranking, device=dev,
                           progress=sub_progress(progress, 0.1, 0.95))
             artifacts = res.save(ws, rel)

@@ -1,4 +1,5 @@
-"""Job kind of the models package: ``train`` (params -> `TrainJob` -> `train_workspace_model`)."""
+"""Job kinds of the models package: ``train`` (params -> `TrainJob` -> `train_workspace_model`) and
+``model-register`` (params -> `RegisterJob` -> build the architecture with the checkpoint, register it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +7,7 @@ from typing import Any
 
 from core.config import config_from_mapping
 from core.errors import SpurAuditError
-from core.models.workspace_models import train_workspace_model
+from core.models.workspace_models import register_checkpoint, train_workspace_model
 from core.progress import ProgressFn
 from core.workspace import Workspace
 
@@ -43,4 +44,33 @@ def train_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     return out
 
 
-JOB_KINDS = {"train": train_job}
+@dataclass(kw_only=True)
+class RegisterJob:
+    """Params of job kind "model-register": the model ``name``, the ``dataset`` it is for (its class
+    count is the head's unless ``num_classes`` is given), the registry ``arch`` (``timm:<name>``,
+    ``clip:<name>``, ``robust-resnet50``, ...) and the ``checkpoint`` path (None = the architecture's
+    default weights, e.g. random init)."""
+
+    name: str = ""
+    dataset: str = ""
+    arch: str = ""
+    checkpoint: str | None = None
+    num_classes: int | None = None
+    replace: bool = False
+    device: str = "auto"
+
+    def validate(self) -> None:
+        for key in ("name", "dataset", "arch"):
+            if not getattr(self, key):
+                raise SpurAuditError(f"model-register job needs params[{key!r}]")
+
+
+def register_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    """Build ``arch`` with the checkpoint's weights and register it (`register_checkpoint`)."""
+    job = config_from_mapping(RegisterJob, params, what="model-register job")
+    progress(0.1, f"loading {job.arch}")
+    return register_checkpoint(ws, job.name, dataset=job.dataset, arch=job.arch, checkpoint=job.checkpoint,
+                               num_classes=job.num_classes, replace=job.replace)
+
+
+JOB_KINDS = {"train": train_job, "model-register": register_job}

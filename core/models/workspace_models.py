@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -104,4 +105,26 @@ def train_workspace_model(ws: Workspace, name: str, *, dataset: str, arch: str =
             "metrics": metrics, "history": result.history}
 
 
-__all__ = ["train_workspace_model"]
+__all__ = ["train_workspace_model", "register_checkpoint"]
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+
+
+def register_checkpoint(ws: Workspace, name: str, *, dataset: str, arch: str, checkpoint: str | None = None,
+                        num_classes: int | None = None, replace: bool = False) -> dict[str, Any]:
+    """Build registry architecture ``arch`` with the weights at ``checkpoint`` (None = the architecture's
+    default, e.g. random init) and register it as ``name`` for ``dataset`` (head size: the dataset's class
+    count unless ``num_classes``). A checkpoint of another architecture is a `SpurAuditError` listing
+    the missing and unexpected keys (`build_model`). Returns name, arch, feature_dim, num_classes."""
+    num_classes = num_classes or ws.get_dataset(dataset).num_classes
+    if ws.has_model(name) and not replace:
+        raise SpurAuditError(f"model {name!r} already exists; pick another name or replace it")
+    if checkpoint is not None and not str(checkpoint).strip():
+        checkpoint = None
+    if checkpoint is not None and ("/" in str(checkpoint) or Path(str(checkpoint)).suffix in CHECKPOINT_SUFFIXES) \
+            and not Path(str(checkpoint)).expanduser().is_file():
+        raise SpurAuditError(f"checkpoint file {checkpoint} does not exist; type the path of a .pt/.pth file")
+    model = build_model(arch, num_classes=num_classes,
+                        pretrained=str(Path(str(checkpoint)).expanduser()) if checkpoint else None)
+    rec = save_workspace_model(ws, name, model, dataset=dataset, config={"pretrained": checkpoint}, metrics={},
+                               replace=replace)
+    return {"model": rec.name, "arch": rec.arch, "feature_dim": model.feature_dim, "num_classes": model.num_classes}

@@ -9,19 +9,21 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import torch
 
 from core.audit import plots
+from core.audit.coverage import (NO_SPURIOUS, REASONS, choose_classes, coverage_sentence, unranked_reason,
+                                 unranked_summary, unranked_table)
 from core.audit.artifacts import (current_verdicts, load_collisions, load_crops, load_discovery, load_gaps,
                                   load_rankings, load_sensitivity)
 from core.audit.discover import DiscoveryResult
 from core.audit.spuriosity import SpuriosityResult
 from core.data import load_manifest
 from core.data.manifest import Manifest
-from core.features.maps import cached_attack, cached_overlay, cached_thumbnail
-from core.features.store import FeatureSet, load_features
+from core.features.assets import render_attacks, render_overlays, top_activating_rows
+from core.features.maps import cached_thumbnail
+from core.features.store import load_features
 from core.models.checkpoints import load_workspace_model
-from core.progress import ProgressFn, null_progress
+from core.progress import ProgressFn, null_progress, sub_progress
 from core.report.render import png_base64
 from core.study.artifacts import list_studies, load_study
 from core.workspace import DatasetRecord, ModelRecord, Workspace
@@ -44,14 +46,33 @@ def build_report_context(ws: Workspace, dataset: str, model: str, *, split: str,
     manifest = load_manifest(ws, dataset)
     disc = load_discovery(ws, dataset, model)
     K = disc.top_features.shape[0]
-    classes_shown = list(range(K if max_classes is None else min(K, max_classes)))
+    gaps_meta = load_gaps(ws, dataset, model, split)
+    per = pd.DataFrame(gaps_meta["per_class"][model]) if gaps_meta is not None else None
+    classes_shown, how = choose_classes(per, K, max_classes)
+    ranking = load_rankings(ws, dataset, model, split)
+    progress(0.02, "classes chosen")
     classes = _feature_sections(ws, dataset, model, disc, current_verdicts(ws, dataset, model, quorum=quorum),
                                 classes_shown, names, manifest.split("train"), n_images=n_images,
-                                thumb_size=thumb_size, attack_steps=attack_steps, device=device, progress=progress)
-    rankings = _ranking_sections(ws, dataset, load_rankings(ws, dataset, model, split), manifest.split(split),
-                                 classes_shown, names, n_images=n_images, thumb_size=thumb_size)
+                                thumb_size=thumb_size, attack_steps=attack_steps, device=device,
+                                progress=sub_progress(progress, 0.02, 0.6))
+    rankings = _ranking_sections(ws, dataset, ranking, manifest.split(split), classes_shown, names,
+                                 n_images=n_images, thumb_size=thumb_size, per_class=per)
     progress(0.85, "rankings")
-    gaps_rows, pooled, figures = _gap_section(load_gaps(ws, dataset, model, split), model, names)
+    gaps_rows, pooled, figures = _gap_section(gaps_meta, model, names, classes_shown)
+    unranked = unranked_table(per, ranking.classes_without_spurious, names) if per is not None else None
+    collisions = load_collisions(ws, dataset, model)
+    shown = coverage_sentence(len(classes_shown), K, how)
+    coverage = {
+        "classes": shown,
+        "rankings": shown,
+        "gaps": (f"The table lists all {int(per.ranked.astype(bool).sum()):,} ranked classes of {K:,}, largest gap "
+                 "first; the bar chart shows "
+                 + ("every ranked class." if len(classes_shown) >= K else
+                    f"the ranked ones among the {len(classes_shown):,} classes above ({how}).")
+                 if per is not None else ""),
+        "collisions": (f"The first {min(100, len(collisions)):,} of {len(collisions):,} collisions, strongest first."
+                       if collisions is not None and len(collisions) else ""),
+    }
     sensitivity, sensitivity_figures = _sensitivity_section(load_sensitivity(ws, dataset, model))
     context = {"title": f"SpurAudit report — {dataset} / {model}", "split": split, "k": disc.top_features.shape[1],
                "group_by": disc.group_by, "verdict_rule": verdict_rule(quorum),
@@ -59,7 +80,9 @@ def build_report_context(ws: Workspace, dataset: str, model: str, *, split: str,
                "model": {"name": model, "summary": _model_summary(mrec)},
                "classes": classes, "rankings": rankings, "pooled": pooled, "gaps": gaps_rows,
                "figures": figures + sensitivity_figures,
-               "collisions": _collision_rows(load_collisions(ws, dataset, model), names),
+               "collisions": _collision_rows(collisions, names), "coverage": coverage,
+               "unranked": {"summary": unranked_summary(unranked, K),
+                            "rows": unranked.to_dict(orient="records")} if unranked is not None else None,
                "crops": load_crops(ws, dataset, model), "sensitivity": sensitivity, "runs": _run_rows(ws, dataset)}
     context.update(_study_section(ws, dataset, model))   # issue 14: the many-model studies of this ranking
     progress(0.95, "tables")
@@ -79,21 +102,34 @@ def verdict_rule(quorum: int | None) -> str:
 def _feature_sections(ws: Workspace, dataset: str, model: str, disc: DiscoveryResult, vt: pd.DataFrame,
                       classes_shown: list[int], names: Sequence[str], man_train: Manifest, *, n_images: int,
                       thumb_size: int, attack_steps: int, device: str, progress: ProgressFn) -> list[dict]:
-    """Per shown class: its top features with importance, verdict and activation-map images."""
+    """Per shown class: its top features with importance, verdict and activation-map images (the
+    feature's NAM over its (up to 3) top-activating training images of the class, then its attack from
+    the top one when ``attack_steps`` > 0), rendered in batches into the workspace cache
+    (`core.features.assets`)."""
     fs_train = load_features(ws, dataset, model, "train")
     audit_model = load_workspace_model(ws, model, device="cpu")
     vmap = {(int(r.class_index), int(r.feature)): r for r in vt.itertuples()}
     single = {}
     if disc.single_gaps is not None:
         single = {(int(r.class_index), int(r.feature)): float(r.gap) for r in disc.single_gaps.itertuples()}
+    shown_rows = {(c, int(j)): top_activating_rows(fs_train, c, int(j), min(n_images, 3))
+                  for c in classes_shown for j in disc.top_features[c]}
+    overlay_pairs = [(int(r), j) for (c, j), rows in shown_rows.items() for r in rows]
+    attack_pairs = [(int(rows[0]), j) for (c, j), rows in shown_rows.items() if len(rows)] if attack_steps > 0 else []
+    overlays = render_overlays(ws, dataset, model, audit_model, man_train, overlay_pairs, size=thumb_size,
+                               device=device, progress=sub_progress(progress, 0.0, 0.4 if attack_pairs else 0.6))
+    attacks = render_attacks(ws, dataset, model, audit_model, man_train, attack_pairs, size=thumb_size,
+                             steps=attack_steps, device=device,
+                             progress=sub_progress(progress, 0.4, 0.6)) if attack_pairs else {}
     classes = []
-    for i, c in enumerate(classes_shown):
-        idx = fs_train.class_rows(c)
+    for c in classes_shown:
         feats = []
         for rank, j in enumerate(disc.top_features[c]):
             j = int(j)
-            imgs = _feature_images(ws, dataset, model, audit_model, fs_train, man_train, idx, j, n_images=n_images,
-                                   thumb_size=thumb_size, attack_steps=attack_steps, device=device)
+            rows = shown_rows[(c, j)]
+            imgs = [png_base64(overlays[(int(r), j)]) for r in rows]
+            if attack_pairs and len(rows):
+                imgs.append(png_base64(attacks[(int(rows[0]), j)]))
             v = vmap.get((c, j))
             g = single.get((c, j))
             feats.append(dict(feature=j, importance=float(disc.top_importance[c, rank]),
@@ -101,52 +137,47 @@ def _feature_sections(ws: Workspace, dataset: str, model: str, disc: DiscoveryRe
                               kind=v.kind if v is not None else "", basis=v.basis if v is not None else "",
                               single_gap=None if g is None or np.isnan(g) else g, images=imgs))
         classes.append(dict(name=_name(names, c), index=c, features=feats))
-        progress(0.6 * (i + 1) / len(classes_shown), "feature visualisations")
     return classes
-
-
-def _feature_images(ws: Workspace, dataset: str, model: str, audit_model: torch.nn.Module, fs_train: FeatureSet,
-                    man_train: Manifest, idx: np.ndarray, feature: int, *, n_images: int, thumb_size: int,
-                    attack_steps: int, device: str) -> list[str]:
-    """Base64 PNGs: the feature's NAM over its (up to 3) top-activating images ``idx`` of the class,
-    then its attack from the top one when ``attack_steps`` > 0 (both cached in the workspace)."""
-    if not len(idx):
-        return []
-    act = np.asarray(fs_train.features[idx, feature], dtype=np.float32)
-    best = idx[np.argsort(-act, kind="stable")[:min(n_images, 3)]]
-    imgs = [png_base64(cached_overlay(ws, dataset, model, audit_model, man_train, int(r), feature,
-                                      size=thumb_size, device=device)) for r in best]
-    if attack_steps > 0:
-        imgs.append(png_base64(cached_attack(ws, dataset, model, audit_model, man_train, int(best[0]), feature,
-                                             size=thumb_size, steps=attack_steps, device=device)))
-    return imgs
 
 
 def _ranking_sections(ws: Workspace, dataset: str, ranking: SpuriosityResult, man_split: Manifest,
                       classes_shown: list[int], names: Sequence[str], *, n_images: int,
-                      thumb_size: int) -> list[dict]:
-    """Per shown class: thumbnails of its lowest and highest spuriosity images (none when unranked)."""
+                      thumb_size: int, per_class: pd.DataFrame | None = None) -> list[dict]:
+    """Per shown class: thumbnails of its lowest and highest spuriosity images (none when unranked,
+    with the reason: `core.audit.coverage`)."""
     def thumbs(rows) -> list[str]:
         return [png_base64(cached_thumbnail(ws, dataset, man_split, int(r), size=thumb_size)) for r in rows]
 
+    no_spur = set(ranking.classes_without_spurious)
+    reasons = {}
+    if per_class is not None and len(per_class):
+        reasons = {int(r["class_index"]): r["why"] for r in unranked_table(per_class, no_spur).to_dict("records")}
     rankings = []
     for c in classes_shown:
-        unranked = c in ranking.classes_without_spurious or len(ranking.ranking(c)) == 0
-        rankings.append(dict(name=_name(names, c), unranked=unranked,
+        n = len(ranking.ranking(c))
+        unranked = c in no_spur or n == 0
+        why = reasons.get(c) or (REASONS[unranked_reason(n, 1, c not in no_spur) or NO_SPURIOUS] if unranked else "")
+        rankings.append(dict(name=_name(names, c), unranked=unranked, why=why,
                              lowest=[] if unranked else thumbs(ranking.lowest(c, n_images)),
                              highest=[] if unranked else thumbs(ranking.highest(c, n_images))))
     return rankings
 
 
-def _gap_section(gaps_meta: dict | None, model: str, names: Sequence[str]
+def _gap_section(gaps_meta: dict | None, model: str, names: Sequence[str], classes_shown: Sequence[int] = ()
                  ) -> tuple[list[dict], dict | None, list[go.Figure]]:
-    """(per-class gap rows, pooled gap, figures: bars, high-vs-low scatter, model correlation) of the
-    audited model; empty when the gaps were never computed."""
+    """(per-class gap rows of the ranked classes, largest gap first; pooled gap; figures: bars of the
+    shown classes, high-vs-low scatter of all, model correlation) of the audited model; empty when the
+    gaps were never computed. Unranked classes are listed apart (`core.audit.coverage`)."""
     if gaps_meta is None:
         return [], None, []
     per = pd.DataFrame(gaps_meta["per_class"][model])
-    rows = [dict(r, name=_name(names, int(r["class_index"]))) for r in per.to_dict(orient="records")]
-    figures = [plots.gap_bar(per, class_names=names), plots.gap_scatter(per, class_names=names)]
+    ranked = per[per.ranked.astype(bool)].sort_values(["gap", "class_index"], ascending=[False, True], kind="stable")
+    rows = [dict(r, name=_name(names, int(r["class_index"]))) for r in ranked.to_dict(orient="records")]
+    shown = set(int(c) for c in classes_shown) if classes_shown else set(per.class_index.astype(int))
+    bar_title = "Spurious gap per class" + (f" ({len(shown & set(ranked.class_index.astype(int))):,} shown classes)"
+                                            if len(shown) < len(per) else "")
+    figures = [plots.gap_bar(per[per.class_index.astype(int).isin(shown)], class_names=names, title=bar_title),
+               plots.gap_scatter(per, class_names=names)]
     corr = pd.DataFrame(gaps_meta.get("correlation") or {})
     if corr.shape[0] > 1:
         figures.append(plots.model_gap_correlation(corr))

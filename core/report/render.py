@@ -54,7 +54,9 @@ def render_report(context: dict) -> str:
     figures [plotly Figure], collisions [{name, feature, other_name, rank_in_other, strength}],
     crops {acc_before, acc_after, n}, sensitivity [{mask_source, corruption, acc_clean, drop_masked,
     drop_random}], runs [{id, method, status, metrics}], studies [{name, split, n_models, mean_pearson,
-    slope, intercept, rows}] and study_figures [plotly Figure] (issue 14).
+    slope, intercept, rows}] and study_figures [plotly Figure] (issue 14), coverage {classes, rankings,
+    gaps, collisions: a sentence each saying what the section covers and how its classes were chosen},
+    unranked {summary, rows: [{class, class_index, n, why}]} (issue 12).
     """
     ctx = {"title": "SpurAudit report", "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "split": "", "k": "", "group_by": "", "verdict_rule": "", "dataset": {"name": "", "summary": {}},

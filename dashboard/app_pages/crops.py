@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.audit.artifacts import load_crops, load_sensitivity
+from core.audit.artifacts import load_crops, load_sensitivity, ranked_splits
 from core.audit.plots import sensitivity_bars
 from dashboard import resources
 from dashboard.components.guard import run_page
@@ -59,9 +59,16 @@ def show_sensitivity(sens: pd.DataFrame, class_names: list[str]) -> None:
 def render() -> None:
     page = features_page("Core crops & feature sensitivity")
     ws, dataset, model, splits = page.ws, page.dataset, page.model, page.splits
-    with st.expander("Run crops / sensitivity", expanded=False):
+    crops, sens = load_crops(ws, dataset, model), load_sensitivity(ws, dataset, model)
+    ranked = ranked_splits(ws, dataset, model, splits)
+    never_run = crops is None and sens is None
+    if never_run and ranked:   # the audit ran, crops never did: offer the launch right here
+        st.info("The audit of this model has run, but crops and sensitivity were never run. Launch them below "
+                "(they use the labelled core features and the saved ranking).", icon=":material/info:")
+    with st.expander("Run crops / sensitivity", expanded=never_run and bool(ranked)):
         c1, c2, c3 = st.columns(3)
-        split = c1.selectbox("Split", splits, index=len(splits) - 1, key="crops_split")
+        choices = ranked or splits
+        split = c1.selectbox("Split", choices, index=len(choices) - 1, key="crops_split")
         mask_from = c2.selectbox("Sensitivity masks from", ["core", "spurious", "object"], key="crops_mask")
         device = c3.selectbox("Device", resources.device_choices(), format_func=resources.device_label, key="crops_device")
         st.caption("Both need a saved ranking of the split (run the audit) and labelled core features. "
@@ -80,10 +87,10 @@ def render() -> None:
                       where=lambda p: p.get("step") in ("crops", "sensitivity"))
     job_monitor(ws, ids, key="crops_jobs")
 
-    crops, sens = load_crops(ws, dataset, model), load_sensitivity(ws, dataset, model)
-    if crops is None and sens is None:
-        st.info("No crop or sensitivity results for this model yet. They need labelled core features and a "
-                "saved ranking (run the audit), then launch them above.", icon=":material/info:")
+    if never_run:
+        if not ranked:
+            st.info("No crop or sensitivity results for this model yet. They need labelled core features and a "
+                    "saved ranking: run the audit (New audit page), then launch them above.", icon=":material/info:")
         return
     if crops is not None:
         show_crops(crops, page.class_names)

@@ -8,6 +8,9 @@ from core.runs import reconcile_runs
 from dashboard.components.guard import run_page
 from dashboard.components.state import context, demo_command
 
+#: run methods that record audit results rather than runs to compare on Mitigate
+AUDIT_RECORD_METHODS = ("audit-gaps",)
+
 
 def next_steps(ws, summary: dict, dataset: str | None, model: str | None) -> list[str]:
     """Plain-language next steps from the workspace counts."""
@@ -41,6 +44,9 @@ def render() -> None:
     ws = ctx.ws
     reconcile_runs(ws)   # runs whose process died show as failed, not "running" forever
     summary = ws.summary()
+    all_runs = ws.list_runs()
+    runs = [r for r in all_runs if r.method not in AUDIT_RECORD_METHODS]
+    summary["runs"] = len(runs)          # the audit's gap records are results of the audit, not runs to compare
     st.markdown(f"Workspace: `{ws.root}`" + (" (read-only)" if summary.get("read_only") else ""))
     last = ws.last_backup()
     st.caption(f"Last backup: {last['created'][:19].replace('T', ' ')} UTC to `{last['dest']}`" if last else
@@ -52,6 +58,8 @@ def render() -> None:
         col.metric(label, summary[key])
 
     if summary["datasets"] == 0:
+        st.page_link("app_pages/new_audit.py", label="Start a new audit: your dataset and model, from the browser",
+                     icon=":material/add_circle:")
         st.info("This workspace is empty. Run the demo (builds a small Colored-MNIST dataset, trains a small "
                 "CNN, extracts features, audits it and runs a mitigation) or build a dataset:",
                 icon=":material/info:")
@@ -80,9 +88,12 @@ def render() -> None:
         st.subheader("Feature sets")
         st.dataframe(pd.DataFrame([{"dataset": f.dataset, "model": f.model, "split": f.split, "n": f.n,
                                     "dim": f.dim, "classes": f.num_classes} for f in fsets]), hide_index=True)
-    runs = ws.list_runs()
-    if runs:
+    if runs or all_runs:
         st.subheader("Runs")
+    if len(all_runs) > len(runs):
+        st.caption(f"{len(all_runs) - len(runs)} audit gap record(s) (method audit-gaps) are results of the audit, "
+                   "shown on **Gaps**, and are not counted as runs.")
+    if runs:
         st.dataframe(pd.DataFrame([{"id": r.id, "method": r.method, "dataset": r.dataset, "model": r.model,
                                     "status": r.status, "updated": r.updated[:19]} for r in runs]),
                      hide_index=True)

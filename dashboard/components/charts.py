@@ -41,3 +41,56 @@ def gap_before_after_figure(before: pd.DataFrame, after: dict[str, pd.DataFrame]
                       height=380, margin=dict(l=40, r=10, t=50, b=40), legend=dict(orientation="h", y=-0.2))
     fig.update_xaxes(type="category")
     return fig
+
+
+def gap_view_figure(view: pd.DataFrame, *, title: str) -> go.Figure:
+    """Horizontal bars of the classes in ``view`` (columns class_index, name, gap, ci_low, ci_high, k;
+    in display order, top row first), readable and clickable at any class count because the page
+    passes a top/bottom-N view. Each bar's ``customdata[0]`` is its class index (the page's selection
+    handler reads it)."""
+    df = view.iloc[::-1]                                     # plotly draws the first row at the bottom
+    gap = df["gap"].astype(float) * 100
+    err_hi = ((df["ci_high"].astype(float) * 100) - gap).clip(lower=0).fillna(0)
+    err_lo = (gap - df["ci_low"].astype(float) * 100).clip(lower=0).fillna(0)
+    labels = [f"{int(c)}: {n}" for c, n in zip(df["class_index"], df["name"])]
+    fig = go.Figure(go.Bar(
+        y=labels, x=gap.tolist(), orientation="h", marker_color=["#d62728" if g < 0 else "#1f77b4" for g in gap],
+        error_x=dict(type="data", array=err_hi.tolist(), arrayminus=err_lo.tolist(), symmetric=False),
+        customdata=df[["class_index", "k"]].astype(int).values.tolist(),     # plain lists: readable JSON
+        hovertemplate="%{y}<br>gap %{x:+.1f} pts<br>k %{customdata[1]}<extra>click to open in Rankings</extra>"))
+    fig.update_layout(title=title, xaxis_title="gap, points (acc high − acc low)", template="plotly_white",
+                      height=max(260, 22 * len(df) + 110), margin=dict(l=10, r=10, t=50, b=40))
+    fig.update_yaxes(type="category", automargin=True)
+    return fig
+
+
+def embedding_figure(points: pd.DataFrame, *, colour: str, categorical: bool, title: str,
+                     height: int = 520) -> go.Figure:
+    """Scatter of a 2-D projection: ``points`` has columns x, y, row (the feature-set row, in each
+    point's ``customdata[0]`` for the page's selection handler), label (hover text) and ``colour``.
+    Categorical colours get one trace per value (legend); numeric ones a colour scale (NaN grey)."""
+    fig = go.Figure()
+    hover = "%{text}<extra></extra>"
+    if categorical:
+        for value, df in points.groupby(colour, sort=True, dropna=False):
+            fig.add_trace(go.Scattergl(x=df.x.tolist(), y=df.y.tolist(), mode="markers", name=str(value),
+                                       text=df.label.tolist(), customdata=df[["row"]].astype(int).values.tolist(),
+                                       marker=dict(size=5, opacity=0.75), hovertemplate=hover))
+    else:
+        finite = points[points[colour].notna()]
+        missing = points[points[colour].isna()]
+        if len(missing):
+            fig.add_trace(go.Scattergl(x=missing.x.tolist(), y=missing.y.tolist(), mode="markers", name="no value",
+                                       text=missing.label.tolist(),
+                                       customdata=missing[["row"]].astype(int).values.tolist(),
+                                       marker=dict(size=4, color="#bbbbbb", opacity=0.6), hovertemplate=hover))
+        fig.add_trace(go.Scattergl(x=finite.x.tolist(), y=finite.y.tolist(), mode="markers", name=colour,
+                                   text=finite.label.tolist(), customdata=finite[["row"]].astype(int).values.tolist(),
+                                   marker=dict(size=5, opacity=0.8, color=finite[colour].astype(float).tolist(),
+                                               colorscale="Viridis", showscale=True,
+                                               colorbar=dict(title=colour)), hovertemplate=hover))
+    fig.update_layout(title=title, template="plotly_white", height=height, dragmode="lasso",
+                      margin=dict(l=10, r=10, t=50, b=10), legend=dict(itemsizing="constant"))
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    return fig

@@ -37,14 +37,21 @@ CLASS_KEY = "sa_class"
 SHARED_WIDGET_KEYS = (CLASS_KEY,)
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&])")
+#: where GitHub-flavoured Markdown starts an auto-link (``http://``, ``www.``, ``user@host``): its
+#: auto-link pass reads the text *after* backslash escapes are undone, so escaping cannot stop it; a
+#: word joiner (U+2060, invisible, no line break) after the trigger does
+_AUTOLINK_TRIGGER = re.compile(r"(?i)(://|\bwww(?=\.)|@)")
+WORD_JOINER = "\u2060"
 
 
 def md_escape(text: object) -> str:
     """``text`` made literal inside Markdown: every character Markdown (or Streamlit's ``:color[...]``,
     ``:emoji:`` and ``$math$`` extensions, or inline HTML) could read is backslash-escaped and line
-    breaks become spaces. For user strings (class, dataset, model names) inside ``st.markdown``,
-    ``st.caption``, ``st.info`` and friends."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
+    breaks become spaces; URLs, ``www.`` hosts and e-mail addresses get a `WORD_JOINER` after their
+    trigger so they are not auto-linked. For user strings (class, dataset, model names) inside
+    ``st.markdown``, ``st.caption``, ``st.info`` and friends."""
+    flat = _AUTOLINK_TRIGGER.sub(lambda m: m.group(1) + WORD_JOINER, " ".join(str(text).splitlines()))
+    return _MD_SPECIAL.sub(r"\\\1", flat)
 
 
 def default_workspace() -> str:

@@ -68,7 +68,8 @@ def test_the_sidebar_counts_active_jobs(empty_workspace):
 
 
 @pytest.mark.parametrize("text, shown", [
-    ("cat_dog", r"cat\_dog"), ("**bold**", r"\*\*bold\*\*"), ("[x](http://e)", r"\[x\]\(http\://e\)"),
+    ("cat_dog", r"cat\_dog"), ("**bold**", r"\*\*bold\*\*"), ("[x](http://e)", "\\[x\\]\\(http\\://\u2060e\\)"),
+    ("www.e.org", "www\u2060\\.e\\.org"), ("a@b.c", "a@\u2060b\\.c"),
     ("<b>hi</b>", r"\<b\>hi\</b\>"), (":red[x]", r"\:red\[x\]"), ("$1$", r"\$1\$"), ("a\nb", "a b"),
     ("plain 9", "plain 9"), (3, "3"),
 ])

@@ -42,7 +42,7 @@ def test_report_renders_and_escapes():
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "cat &amp; dog" in html
     assert html.count(f"data:image/png;base64,{thumb}") == 3
-    assert "not ranked" in html and "No spurious feature is labelled" in html
+    assert "Not ranked: no spurious feature." in html
     assert "+0.050" in html and "-0.200" in html
     # plotly.js inlined exactly once, two figures drawn
     single = figs[0].to_html(include_plotlyjs="inline", full_html=False)

@@ -1,0 +1,49 @@
+"""`audit` with no labels at all (issue 11): says so plainly, lists the ways to get labels, exit 0, no
+``nan`` in the text or the JSON; `gaps` on a split with no ranked class names the command that ranks it."""
+import json
+
+import pytest
+import torch
+
+from core.cli import main as cli_main
+from core.data import build_dataset
+from core.models.checkpoints import save_workspace_model
+from core.models.registry import build_model
+from core.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def unlabelled(tmp_path_factory):
+    torch.manual_seed(0)
+    ws = Workspace(tmp_path_factory.mktemp("ws"))
+    build_dataset(ws, "digits-on-textures", "tex", n_train=60, n_val=40, n_test=20, size=32,
+                  digit_size=(16, 24), rho=0.95)
+    save_workspace_model(ws, "cnn", build_model("small_cnn", num_classes=10, widths=(8, 8, 8)), dataset="tex")
+    return ws
+
+
+def test_audit_without_labels_says_so(unlabelled, capsys):
+    ws = unlabelled
+    base = ["--workspace", str(ws.root), "--dataset", "tex", "--model", "cnn"]
+    code = cli_main(["audit", *base, "--label-source", "none", "--k", "2", "--device", "cpu"])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "nan" not in text.lower()
+    assert "no feature is labelled spurious yet" in text and "Features page" in text
+    assert "label masks --dataset tex --model cnn" in text          # the dataset has masks
+    assert "concepts sam-labels" in text and "label import" in text
+    code = cli_main(["audit", *base, "--label-source", "none", "--k", "2", "--device", "cpu", "--json"])
+    raw = capsys.readouterr().out
+    assert code == 0 and "nan" not in raw.lower()
+    out = json.loads(raw)
+    assert out["ranked_classes"] == 0 and len(out["next_steps"]) >= 4
+
+    code = cli_main(["gaps", *base, "--split", "val"])
+    err = capsys.readouterr().err
+    assert code == 2 and "nan" not in err.lower()
+    assert "python -m core rank --dataset tex --model cnn --split val" in err
+    code = cli_main(["gaps", *base, "--split", "test"])          # never ranked
+    assert code == 2 and "python -m core rank --dataset tex --model cnn --split test" in capsys.readouterr().err
+    code = cli_main(["rank", *base, "--split", "train"])
+    text = capsys.readouterr().out
+    assert code == 0 and "ranked 0 classes" in text and "Ways to get labels" in text
