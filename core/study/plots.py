@@ -33,7 +33,7 @@ def robustness_scatter(models: pd.DataFrame, fit: dict, *,
                                  line=dict(color="#d62728"),
                                  name=f"fit: y = {fit['slope']:.2f}x + {fit['intercept']:.2f}"))
     fig.update_layout(title=title, xaxis_title="acc(highest spuriosity)", yaxis_title="acc(lowest spuriosity)",
-                      template="plotly_white")
+                      template="plotly_white", legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
     return fig
 
 

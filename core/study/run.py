@@ -136,10 +136,11 @@ def run_study(ws: Workspace, config: StudyConfig | dict, *, progress: ProgressFn
         + list(cfg.models)
     specs = parse_model_specs(texts, workspace_models=known)
     state = ws.read_json(files.state, None) or {}
-    if state.get("ranking") not in (None, [cfg.dataset, cfg.ranking_model, cfg.split, n]):
-        state = {}   # another ranking: cached predictions do not apply
+    inputs = [cfg.dataset, cfg.ranking_model, cfg.split, n, cfg.image_size, cfg.class_names_file]
+    if state.get("ranking") not in (None, inputs):
+        state = {}   # another ranking or other inputs (image size, class names): cached predictions do not apply
     done = dict(state.get("models") or {})   # identity -> predictions rel
-    state = {"ranking": [cfg.dataset, cfg.ranking_model, cfg.split, n], "models": done, "config": asdict(cfg)}
+    state = {"ranking": inputs, "models": done, "config": asdict(cfg)}
     data = None
     preds: dict[str, np.ndarray] = {}
     sources: dict[str, str] = {}
@@ -161,9 +162,15 @@ def run_study(ws: Workspace, config: StudyConfig | dict, *, progress: ProgressFn
                 raise SpurAuditError(f"model {spec.label!r} has {model.num_classes} outputs, the dataset "
                                      f"{ranking.num_classes} classes; the study needs classifiers of the same classes")
             data = data if data is not None else _dataset_for(ws, cfg.dataset, cfg.split, cfg.image_size)
-            p = predict_classes(model, data, config=cfg.pipeline(), device=cfg.device,
-                                progress=lambda f, m, a=frac0, b=frac1, lab=spec.label: progress(a + (b - a) * f,
-                                                                                                 f"{lab}: {m}"))
+            try:
+                p = predict_classes(model, data, config=cfg.pipeline(), device=cfg.device,
+                                    progress=lambda f, m, a=frac0, b=frac1, lab=spec.label: progress(a + (b - a) * f,
+                                                                                                     f"{lab}: {m}"))
+            except RuntimeError as exc:
+                if "equal size" in str(exc) or "same size" in str(exc):
+                    raise SpurAuditError(f"the images of {cfg.dataset}/{cfg.split} differ in size; pass --image-size "
+                                         "224 (image_size=224) to decode, resize and crop them") from None
+                raise
             sources[spec.label] = "predicted (logits only)"
             del model
         rel = files.pred(len(done))
