@@ -253,12 +253,14 @@ def render_studies() -> None:
     m3.metric("Fit slope", "—" if fit.get("slope") is None else f"{fit['slope']:.2f}",
               help="acc(low) = slope · acc(high) + intercept over the models")
     m4.metric("Common classes", summ.get("n_common_classes", "—"))
-    st.caption(f"Ranked by {s.ranking_model} on split {summ['config']['split']}.")
+    st.caption(f"Ranked by {md_escape(s.ranking_model)} on split {md_escape(summ['config']['split'])}.")
     c1, c2 = st.columns(2)
     if s.scatter is not None:
-        c1.plotly_chart(s.scatter, key="study_scatter")
+        with c1:
+            plotly_chart(s.scatter, key="study_scatter")
     if s.heatmap is not None:
-        c2.plotly_chart(s.heatmap, key="study_heatmap")
+        with c2:
+            plotly_chart(s.heatmap, key="study_heatmap")
     st.caption("Left: one point per model; below the dashed y = x line a model is more accurate on "
                "high-spuriosity images (a positive gap); effective robustness = distance above the fitted line. "
                "Right: correlation of per-class gaps between models.")
