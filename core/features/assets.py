@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from core.device import resolve_device
 from core.errors import SpurAuditError
-from core.features.attack import AttackConfig, default_step_size
+from core.features.attack import AttackConfig, ascend_features, default_step_size, frozen_on
 from core.features.maps import (attack_cache_rel, normalize_maps, overlay, overlay_cache_rel, to_pil)
 from core.progress import ProgressFn, null_progress
 from core.workspace import Workspace
@@ -176,14 +176,8 @@ def render_attacks(ws: Workspace, dataset: str, model_name: str, model: torch.nn
         progress(1.0, f"{len(out)} attacks cached")
         return out
     dev = resolve_device(device)
-    was_training = model.training
-    model.eval()
-    model.to(dev)
-    req = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
     done = 0
-    try:
+    with frozen_on(model, dev):
         for chunk in _batches(todo, batch_size):
             if stop is not None and stop():
                 break
@@ -193,28 +187,18 @@ def render_attacks(ws: Workspace, dataset: str, model_name: str, model: torch.nn
                 by_shape.setdefault(tuple(images[r].shape), []).append((r, j))
             for shape, group in by_shape.items():
                 x = torch.stack([images[r] for r, _ in group]).to(dev, torch.float32)   # (b, 3, H, W)
-                js = torch.tensor([j for _, j in group], device=dev)[:, None]          # (b, 1)
+                js = torch.tensor([j for _, j in group], device=dev)                   # (b,)
                 step = default_step_size(shape)
                 with torch.no_grad():
                     d = model.features(x[:1]).shape[1]
                 bad = [j for _, j in group if not 0 <= j < d]
                 if bad:
                     raise SpurAuditError(f"feature indices {bad} out of range [0, {d})")
-                for _ in range(steps):
-                    x.requires_grad_(True)
-                    act = model.features(x).gather(1, js).sum()
-                    (grad,) = torch.autograd.grad(act, x)
-                    with torch.no_grad():
-                        norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-                        x = (x + step * grad / norm).clamp_(0, 1)
+                x = ascend_features(model, x, js, steps=steps, step=step)
                 adv = x.detach().cpu()
                 for i, (r, j) in enumerate(group):
                     rel = attack_cache_rel(dataset, model_name, _sid(manifest, r), j, steps, seed, size)
                     out[(r, j)] = ws.save_image(rel, to_pil(adv[i], size=size), compress_level=1)
                     done += 1
             progress(done / len(todo), f"attacks {done:,}/{len(todo):,}")
-    finally:
-        for p, r in zip(model.parameters(), req):
-            p.requires_grad_(r)
-        model.train(was_training)
     return out

@@ -9,7 +9,9 @@ optional initial noise, drawn from a generator seeded with ``seed``.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
@@ -17,7 +19,7 @@ from core.device import resolve_device
 from core.errors import SpurAuditError
 from core.progress import ProgressFn, null_progress
 
-__all__ = ["AttackConfig", "default_step_size", "feature_attack"]
+__all__ = ["AttackConfig", "default_step_size", "feature_attack", "frozen_on", "ascend_features"]
 
 REFERENCE_DIM = 3 * 224 * 224
 
@@ -47,6 +49,43 @@ def default_step_size(shape: tuple[int, ...]) -> float:
     return 10.0 * math.sqrt(numel / REFERENCE_DIM)
 
 
+@contextmanager
+def frozen_on(model: torch.nn.Module, device: torch.device) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode on ``device`` with every parameter's ``requires_grad`` off (so an attack
+    accumulates no parameter gradients); training mode and the flags are restored on exit."""
+    was_training = model.training
+    model.eval()
+    model.to(device)
+    req = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, r in zip(model.parameters(), req):
+            p.requires_grad_(r)
+        model.train(was_training)
+
+
+def ascend_features(model: torch.nn.Module, x: torch.Tensor, features: torch.Tensor, *, steps: int, step: float,
+                    progress: ProgressFn | None = None) -> torch.Tensor:
+    """``steps`` normalised ascent steps (module docstring), each image on its own feature.
+
+    x: (B, 3, H, W) float in [0, 1] on the model's device; features: (B,) long indices (one per image).
+    Returns the attacked (B, 3, H, W), still on the device. Call inside `frozen_on`."""
+    js = features.view(-1, 1)
+    for t in range(steps):
+        x.requires_grad_(True)
+        act = model.features(x).gather(1, js).sum()                         # (B, 1) summed -> scalar
+        (grad,) = torch.autograd.grad(act, x)
+        with torch.no_grad():
+            norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)   # (B, 1, 1, 1)
+            x = (x + step * grad / norm).clamp_(0, 1)
+        if progress is not None and (t % 10 == 0 or t == steps - 1):
+            progress((t + 1) / steps, f"attack step {t + 1}/{steps}")
+    return x
+
+
 def feature_attack(model: torch.nn.Module, images: torch.Tensor, feature: int, *,
                    config: AttackConfig | None = None, device: str | torch.device = "auto",
                    progress: ProgressFn | None = None) -> torch.Tensor:
@@ -64,13 +103,7 @@ def feature_attack(model: torch.nn.Module, images: torch.Tensor, feature: int, *
         raise SpurAuditError(f"images must be (B, 3, H, W) in [0, 1]; got shape {tuple(images.shape)}")
     dev = resolve_device(device)
     step = config.step_size if config.step_size is not None else default_step_size(tuple(x0.shape[1:]))
-    was_training = model.training
-    model.eval()
-    model.to(dev)
-    req = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
+    with frozen_on(model, dev):
         x = x0.detach().to(dev, torch.float32).clone()
         if config.init_noise > 0:
             gen = torch.Generator(device="cpu").manual_seed(int(config.seed))
@@ -80,18 +113,7 @@ def feature_attack(model: torch.nn.Module, images: torch.Tensor, feature: int, *
             d = model.features(x[:1]).shape[1]
         if not 0 <= int(feature) < d:
             raise SpurAuditError(f"feature {feature} out of range [0, {d})")
-        for t in range(config.steps):
-            x.requires_grad_(True)
-            act = model.features(x)[:, int(feature)].sum()                    # (B,) summed -> scalar
-            (grad,) = torch.autograd.grad(act, x)
-            with torch.no_grad():
-                norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)   # (B, 1, 1, 1)
-                x = (x + step * grad / norm).clamp_(0, 1)
-            if t % 10 == 0 or t == config.steps - 1:
-                progress((t + 1) / config.steps, f"attack step {t + 1}/{config.steps}")
-    finally:
-        for p, r in zip(model.parameters(), req):
-            p.requires_grad_(r)
-        model.train(was_training)
+        x = ascend_features(model, x, torch.full((len(x),), int(feature), dtype=torch.long, device=dev),
+                            steps=config.steps, step=step, progress=progress)
     out = x.detach().cpu()
     return out[0] if single else out
