@@ -16,7 +16,7 @@ import pytest
 
 from dashboard.app import PAGE_TABLE
 from tests.e2e.browser_helpers import SCREENS, wait_idle
-from tests.e2e.conftest import CHROMIUM_ARGS, serve_app
+from tests.e2e.conftest import serve_app
 from tests.e2e.hostile import EVIL_HOST, build_hostile_workspace
 
 pytestmark = pytest.mark.browser
@@ -58,13 +58,11 @@ def _injected(page) -> list[str]:
     return found
 
 
-def test_no_page_renders_a_name_as_markdown_or_html(hostile, chromium_path, tmp_path):
-    from playwright.sync_api import sync_playwright
-
+def test_no_page_renders_a_name_as_markdown_or_html(hostile, browser, tmp_path):
     outside: list[str] = []
     pages = [file for _, file, _, _ in PAGE_TABLE if (APP_PAGES / file).exists()]
-    with serve_app(hostile["root"], tmp_path / "server.log") as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+    # the session's Chromium (tests/e2e/conftest.py): a second sync Playwright in one process fails
+    with serve_app(hostile["root"], tmp_path / "server.log") as url:
         context = browser.new_context(viewport={"width": 1400, "height": 2000})
 
         def route(r):
@@ -93,6 +91,6 @@ def test_no_page_renders_a_name_as_markdown_or_html(hostile, chromium_path, tmp_
                 html = page.content().replace("\u2060", "")   # md_escape's word joiners break auto-links
                 assert f"![px](http://{EVIL_HOST}/c" in html, \
                     f"{file}: the hostile class name is not on the page as text, so the check would be vacuous"
-        browser.close()
+        context.close()
     assert not outside, f"the browser requested outside hosts: {sorted(set(outside))[:10]}"
     assert not problems, f"elements built from user-supplied names: {problems}"
