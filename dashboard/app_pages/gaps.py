@@ -51,7 +51,7 @@ def gap_view(per_class: pd.DataFrame, class_names, *, view: str, n: int, search:
     return df.sort_values([col, "class_index"], ascending=[asc, True], na_position="last", kind="stable").head(int(n))
 
 
-def _open(c: int, split: str, concept: str | None = None) -> None:
+def _open_in_rankings(c: int, split: str, concept: str | None = None) -> None:
     """Open class ``c`` in Rankings on the same split and ranking."""
     st.session_state["rank_split"] = split           # Rankings' split selector (not drawn on this page)
     st.session_state[RANK_RANKING_KEY] = concept     # Rankings' Ranking selector (None = by features)
@@ -145,7 +145,7 @@ def render() -> None:
         pick = o1.selectbox("Open a class of this view in Rankings", view.class_index.astype(int).tolist(),
                             format_func=lambda c: class_label(class_names, c), key="gaps_open_class")
         if o2.button("Open in Rankings", key="gaps_open", icon=":material/sort:"):
-            _open(int(pick), split, cname)
+            _open_in_rankings(int(pick), split, cname)
 
     negative = per_class[per_class.get("negative", False) == True]  # noqa: E712
     if len(negative):

@@ -44,11 +44,13 @@ def test_the_score_curve_is_drawn(rare_page, rare_url, rare_ws):
     select = page.locator("[data-testid='stSelectbox']").filter(has_text="Run").last
     select.click()
     page.get_by_role("option", name=f"#{rare_ws['sweep']} · rare-sweep").click()
-    page.wait_for_selector(".js-plotly-plot .gtitle:has-text('Spurious score vs n')")
-    panels = page.locator(".js-plotly-plot .annotation-text")
-    titles = " ".join(panels.all_text_contents())
+    # the sweep's figure has one panel per pattern; wait for it (the canary's figure, whose title also
+    # reads "... score vs n", can still be on the page while the rerun replaces it)
+    curve = page.locator(".js-plotly-plot").filter(has=page.locator(".annotation-text", has_text="s3 (ℓ2"))
+    curve.wait_for()
+    titles = " ".join(curve.locator(".annotation-text").all_text_contents())
     assert "s3 (ℓ2" in titles and "r3 (ℓ2" in titles
-    curve = page.locator(".js-plotly-plot").filter(has=page.locator(".gtitle:has-text('Spurious score vs n')"))
+    assert "Spurious score vs n" in curve.locator(".gtitle").text_content()   # SVG text: no inner_text
     assert curve.locator(".scatterlayer .trace").count() == 2            # one curve per pattern
     assert curve.locator(".errorbars path").count() > 0                  # error bars drawn
     assert curve.locator(".layer-below .shapelayer path, .shapelayer path").count() > 0   # the n = 0 band
