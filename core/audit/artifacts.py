@@ -19,6 +19,8 @@ file name lives in one place. Layout, per (dataset, model), under ``audits/<data
 - ``crops.json`` [crops], ``sensitivity.csv`` [sensitivity] (one row set per mask source);
 - ``summary.json`` [summary]: what `run_audit` returned; written last, so it marks a finished audit;
 - ``chain.json`` [chain]: the steps of the last audit chain (`core.audit.chain`; `load_chain_state`).
+- ``salient_masks/`` [salient_masks]: imported Salient ImageNet soft masks (`core.audit.salient_masks`:
+  ``masks.npy``, ``index.csv``, ``meta.json``; `load_salient_masks`).
 
 The report of (dataset, model) is ``reports/<dataset>__<model>.html`` [report], its CSV/JSON exports
 lie in ``reports/<dataset>__<model>/`` [exports].
@@ -108,6 +110,8 @@ class AuditFiles:
     summary = _file(SUMMARY)
     # core.audit.chain: the state of the audit chain's steps
     chain = _file("chain.json")
+    # core.audit.salient_masks: imported Salient ImageNet masks (masks.npy, index.csv, meta.json; issue 14)
+    salient_masks = _file("salient_masks")
 
     @property
     def report(self) -> str:

@@ -1,5 +1,6 @@
 """Job kinds of the audit: ``audit`` (`core.report.run_audit`: the whole audit and its report),
-``audit-step`` (one step, dispatched through `AUDIT_STEPS`) and ``report`` (`core.report.write_report`).
+``audit-step`` (one step, dispatched through `AUDIT_STEPS`), ``report`` (`core.report.write_report`) and
+``label-import`` (`core.audit.label_import.run_label_import`: answers CSV and Salient ImageNet masks).
 
 Each kind's params become a dataclass (`AuditJob`, `AuditStepJob`, `ReportJob`) through
 `core.config.config_from_mapping` (typed, unknown keys listed), then one call.
@@ -11,6 +12,7 @@ from typing import Callable
 
 from core.audit.discover import DiscoveryConfig
 from core.audit.gaps import GapConfig
+from core.audit.label_import import LabelImportConfig, run_label_import
 from core.audit.pipeline import run_core_crops, run_discovery, run_gaps, run_mask_labels, run_rankings, run_sensitivity
 from core.config import config_from_mapping
 from core.errors import SpurAuditError, check_choice
@@ -46,7 +48,8 @@ class AuditStepJob:
     """Params of job kind "audit-step": ``step`` (one of `AUDIT_STEPS`), the dataset, the model, the
     split (discover and masks: default train; the other steps need one) and the options of the steps:
     ``k`` (discover: top features per class; gaps: slice size; None = the step's default), ``quorum``
-    (rank), ``models`` (gaps: further models on the same ranking), ``mask_from`` (sensitivity), ``device``."""
+    (rank), ``models`` (gaps: further models on the same ranking), ``mask_from`` and ``image_size``
+    (sensitivity; image_size for Salient masks on photo datasets), ``device``."""
 
     step: str = ""
     dataset: str = ""
@@ -56,6 +59,7 @@ class AuditStepJob:
     quorum: int | None = None
     models: list[str] | None = None
     mask_from: str = "core"
+    image_size: int | None = None
     device: str = "auto"
 
     def validate(self) -> None:
@@ -118,7 +122,7 @@ def _crops(ws: Workspace, job: AuditStepJob, progress: ProgressFn) -> dict:
 
 def _sensitivity(ws: Workspace, job: AuditStepJob, progress: ProgressFn) -> dict:
     t = run_sensitivity(ws, job.dataset, job.model, split=job.split, mask_from=job.mask_from, device=job.device,
-                        progress=progress)
+                        image_size=job.image_size, progress=progress)
     return {"summary": t[t.class_index == -1].to_dict(orient="records")}
 
 
@@ -148,4 +152,11 @@ def report_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     return {"report": str(path), "report_rel": ws.rel(path)}
 
 
-JOB_KINDS = {"audit": audit_job, "audit-step": audit_step_job, "report": report_job}
+def label_import_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
+    """Job kind "label-import" (params: the fields of `LabelImportConfig`): answers and/or Salient masks."""
+    return run_label_import(ws, config_from_mapping(LabelImportConfig, params, what="label-import job"),
+                            progress=progress)
+
+
+JOB_KINDS = {"audit": audit_job, "audit-step": audit_step_job, "report": report_job,
+             "label-import": label_import_job}

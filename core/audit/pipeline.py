@@ -29,6 +29,7 @@ from core.audit.crops import evaluate_core_crops
 from core.audit.discover import DiscoveryConfig, DiscoveryResult, discover_features
 from core.audit.gaps import GapConfig, compare_models, spurious_gaps
 from core.audit.labels import MaskLabelConfig, auto_labels_from_masks, core_features, spurious_features
+from core.audit.salient_masks import load_salient_masks, salient_inputs
 from core.audit.sensitivity import SensitivityConfig, feature_masks, measure_sensitivity
 from core.audit.spuriosity import SpuriosityResult, compute_spuriosity
 from core.data import load_manifest
@@ -40,9 +41,11 @@ from core.progress import ProgressFn, null_progress, sub_progress
 from core.workspace import Workspace
 
 __all__ = ["run_discovery", "run_rankings", "run_gaps", "run_mask_labels", "run_collisions", "run_core_crops",
-           "run_sensitivity", "run_audit", "how_to_label", "ReportStep", "LABEL_SOURCES_AUTO"]
+           "run_sensitivity", "run_audit", "how_to_label", "ReportStep", "LABEL_SOURCES_AUTO", "MASK_SOURCES"]
 
 LABEL_SOURCES_AUTO = ("auto", "masks", "existing", "none")
+#: where `run_sensitivity` takes its masks from
+MASK_SOURCES = ("core", "spurious", "object", "salient", "salient_core", "salient_spurious")
 
 #: the report step `run_audit` may end with: ``report(ws, dataset, model, split=..., quorum=...,
 #: progress=...)`` -> path of the written report (`core.report.write_report`)
@@ -307,13 +310,23 @@ def run_core_crops(ws: Workspace, dataset: str, model: str, *, split: str, fract
 
 def run_sensitivity(ws: Workspace, dataset: str, model: str, *, split: str, mask_from: str = "core",
                     max_images: int = 500, quorum: int | None = None, seed: int = 0, device: str = "auto",
-                    progress: ProgressFn | None = None) -> pd.DataFrame:
+                    image_size: int | None = None, progress: ProgressFn | None = None) -> pd.DataFrame:
     """Masked-corruption sensitivity on up to ``max_images`` images of ``split`` (seeded subset).
 
-    mask_from: core | spurious (NAMs of the class's labelled features) | object (dataset masks).
-    The table replaces the rows of the same mask source in ``sensitivity.csv`` (others kept).
+    mask_from: core | spurious (NAMs of the class's labelled features) | object (dataset masks) |
+    salient_core | salient_spurious (the imported Salient ImageNet soft masks of the class's core /
+    spurious features, on the images of ``split`` that have one; `_salient_sensitivity`) | salient (both).
+    image_size: salient sources only — the photo pipeline's centre crop (e.g. 224, the extraction's
+    ``--image-size``); None = images as stored.
+    The table replaces the rows of the same mask source(s) in ``sensitivity.csv`` (others kept).
     """
-    check_choice("mask_from", mask_from, ("core", "spurious", "object"))
+    check_choice("mask_from", mask_from, MASK_SOURCES)
+    if mask_from.startswith("salient"):
+        kinds = ("core", "spurious") if mask_from == "salient" else (mask_from.split("_", 1)[1],)
+        table = _salient_sensitivity(ws, dataset, model, split=split, kinds=kinds, max_images=max_images,
+                                     quorum=quorum, seed=seed, device=device, image_size=image_size,
+                                     progress=progress)
+        return _save_sensitivity(ws, dataset, model, table)
     man, images, labels = _split_tensors(ws, dataset, split)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.permutation(len(labels))[:max_images])
@@ -334,13 +347,53 @@ def run_sensitivity(ws: Workspace, dataset: str, model: str, *, split: str, mask
         images, labels, masks = images[_rows_index(np.nonzero(has)[0])], labels[has], masks[has]
     res = measure_sensitivity(m, images, labels, masks, mask_source=mask_from,
                               config=SensitivityConfig(seed=seed), device=device, progress=progress)
-    table = res.table.assign(mask_source=mask_from)
+    return _save_sensitivity(ws, dataset, model, res.table.assign(mask_source=mask_from))
+
+
+def _save_sensitivity(ws: Workspace, dataset: str, model: str, table: pd.DataFrame) -> pd.DataFrame:
+    """Write ``table`` into ``sensitivity.csv`` in place of the rows of its mask source(s); returns it."""
     old = load_sensitivity(ws, dataset, model)
     if old is not None:
-        old = old[old.mask_source != mask_from]
+        old = old[~old.mask_source.isin(set(table.mask_source))]
     merged = pd.concat([old, table]) if old is not None and len(old) else table
     ws.write_text(audit_files(dataset, model).sensitivity, merged.to_csv(index=False))
     return table
+
+
+def _salient_sensitivity(ws: Workspace, dataset: str, model: str, *, split: str, kinds: Sequence[str],
+                         max_images: int, quorum: int | None, seed: int, device: str, image_size: int | None,
+                         progress: ProgressFn | None) -> pd.DataFrame:
+    """Salient ImageNet's noise test: for each kind (core / spurious), the images of ``split`` that have
+    an imported mask of their class's features of that verdict, corrupted inside the union (pixel max)
+    of those soft masks; rows with mask_source ``salient_<kind>``."""
+    masks_art = load_salient_masks(ws, dataset, model)
+    if masks_art is None:
+        raise SpurAuditError(f"no Salient ImageNet masks are imported for {dataset}/{model}; import them first: "
+                             f"python -m core label import --dataset {dataset} --model {model} --format "
+                             "salient-imagenet --masks SALIENT_FOLDER [ANSWERS.csv]")
+    man = load_manifest(ws, dataset).split(split)
+    K = len(man.class_names)
+    vt = current_verdicts(ws, dataset, model, quorum=quorum)
+    m = load_workspace_model(ws, model)
+    tables, empty = [], []
+    for i, kind in enumerate(kinds):
+        feats = core_features(vt, K) if kind == "core" else spurious_features(vt, K)
+        rows, squares = masks_art.union(split, feats)
+        if rows.size == 0:
+            empty.append(kind)
+            continue
+        pick = np.sort(np.random.default_rng(seed).permutation(rows.size)[:max_images])
+        rows, squares = rows[pick], squares[pick]
+        images, masks = salient_inputs(man, rows, squares, image_size=image_size)
+        res = measure_sensitivity(m, images, man.labels[rows], masks, mask_source=f"salient_{kind}",
+                                  config=SensitivityConfig(seed=seed), device=device,
+                                  progress=sub_progress(progress, i / len(kinds), (i + 1) / len(kinds)))
+        tables.append(res.table.assign(mask_source=f"salient_{kind}"))
+    if not tables:
+        raise SpurAuditError(f"no image of {dataset}/{split} has an imported Salient mask of a feature labelled "
+                             f"{' or '.join(empty)}; label those features (label import) or pick the split the "
+                             f"masks belong to (they are on {', '.join(sorted(set(masks_art.index.split)))})")
+    return pd.concat(tables, ignore_index=True)
 
 
 def _pick_eval_split(ws: Workspace, dataset: str, model: str, split: str | None) -> str:

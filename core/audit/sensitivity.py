@@ -8,10 +8,15 @@ Corruptions (each touches only the pixels where the mask is True; the rest is bi
 - ``noise``: additive Gaussian noise, sigma 0.25 (Salient ImageNet), clamped to [0, 1].
 Gray, blur and rotate use ``torchvision.transforms.v2.functional``.
 
-Masks come from a class's core features, its spurious features (NAMs binarised at a quantile), or a
-given object mask. The control corrupts a random region of equal area: the same mask circularly
-shifted by a random offset (seeded). Drop = acc(clean) − acc(corrupted); a feature group the model
-relies on shows drop(masked) > drop(random).
+Masks come from a class's core features, its spurious features (NAMs binarised at a quantile), a
+given object mask, or Salient ImageNet's soft feature masks (`core.audit.salient_masks`). A bool mask
+replaces the pixels it covers; a soft mask m in [0, 1] blends, x + m (corrupted(x) − x) — for ``noise``
+that is Salient ImageNet's own x + m · N(0, σ²), clamped to [0, 1] — so pixels with m = 0 are untouched
+either way. The control corrupts a random region of equal area: the same mask circularly shifted by a
+random offset (seeded). Drop = acc(clean) − acc(corrupted); a feature group the model relies on shows
+drop(masked) > drop(random). With Salient masks of the spurious features, acc_masked is Salient
+ImageNet's "core accuracy" (the cue is noised away); with those of the core features, its "spurious
+accuracy".
 """
 from __future__ import annotations
 
@@ -69,6 +74,11 @@ class SensitivityResult:
         return self.table[self.table.class_index == -1].reset_index(drop=True)
 
 
+def _noise(images: torch.Tensor, config: SensitivityConfig, gen: torch.Generator) -> torch.Tensor:
+    """Gaussian noise (B, 3, H, W) of sigma ``config.noise_sigma``, drawn on the CPU (seeded), on the images' device."""
+    return (torch.randn(images.shape, generator=gen) * config.noise_sigma).to(images.device)
+
+
 def _corrupt_full(images: torch.Tensor, kind: str, config: SensitivityConfig, gen: torch.Generator) -> torch.Tensor:
     """The corrupted version of the whole images (B, 3, H, W)."""
     B, C, H, W = images.shape
@@ -81,8 +91,7 @@ def _corrupt_full(images: torch.Tensor, kind: str, config: SensitivityConfig, ge
         k = max(k, 3)
         return TF.gaussian_blur(images, kernel_size=[k, k], sigma=[sigma, sigma])
     if kind == "noise":
-        noise = torch.randn(images.shape, generator=gen) * config.noise_sigma
-        return (images + noise.to(images.device)).clamp(0, 1)
+        return (images + _noise(images, config, gen)).clamp(0, 1)
     if kind == "rotate":
         p = config.patch or max(2, H // 4)
         out = images.clone()
@@ -102,22 +111,29 @@ def corrupt(images: torch.Tensor, masks: torch.Tensor | np.ndarray, kind: str, *
             config: SensitivityConfig | None = None, seed: int | None = None) -> torch.Tensor:
     """Apply corruption ``kind`` only inside ``masks``.
 
-    images: (B, 3, H, W) float in [0, 1]; masks: (B, H, W) bool (True = corrupt). Returns a new tensor;
-    pixels outside the mask are exactly the input's.
+    images: (B, 3, H, W) float in [0, 1]; masks: (B, H, W) bool (True = corrupt) or float in [0, 1]
+    (soft: blended, see the module docstring). Returns a new tensor; pixels outside the mask (False / 0)
+    are exactly the input's.
     """
     config = config or SensitivityConfig()
     check_choice("corruption", kind, CORRUPTIONS)
-    m = torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks).bool()
+    m = torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks)
     if images.dim() != 4 or m.shape != (images.shape[0], *images.shape[-2:]):
         raise SpurAuditError(f"masks must be (B, H, W) matching images {tuple(images.shape)}; got {tuple(m.shape)}")
     gen = torch.Generator().manual_seed(int(config.seed if seed is None else seed))
-    full = _corrupt_full(images, kind, config, gen)
-    return torch.where(m[:, None].to(images.device), full, images)
+    if m.dtype == torch.bool:
+        return torch.where(m[:, None].to(images.device), _corrupt_full(images, kind, config, gen), images)
+    w = m.float().clamp(0, 1)[:, None].to(images.device)                           # (B, 1, H, W)
+    if kind == "noise":                 # Salient ImageNet: the noise itself is scaled by the soft mask
+        return (images + w * _noise(images, config, gen)).clamp(0, 1)
+    return images + w * (_corrupt_full(images, kind, config, gen) - images)
 
 
 def random_region(masks: np.ndarray, *, seed: int = 0) -> np.ndarray:
-    """Control masks of equal area: each (H, W) mask circularly shifted by a random (dy, dx)."""
-    masks = np.asarray(masks, bool)
+    """Control masks of equal area: each (H, W) mask circularly shifted by a random (dy, dx); bool masks
+    stay bool, soft ones keep their values."""
+    masks = np.asarray(masks)
+    masks = masks if masks.dtype == bool else masks.astype(np.float32)
     rng = np.random.default_rng(seed)
     out = np.empty_like(masks)
     H, W = masks.shape[-2:]
@@ -141,13 +157,15 @@ def measure_sensitivity(model: torch.nn.Module, images: torch.Tensor, labels: np
                         ) -> SensitivityResult:
     """Accuracy drop per class and corruption, masked region vs a random region of equal area.
 
-    images: (B, 3, H, W) in [0, 1]; labels: (B,) int; masks: (B, H, W) bool.
+    images: (B, 3, H, W) in [0, 1]; labels: (B,) int; masks: (B, H, W) bool, or float in [0, 1] (soft;
+    ``mask_area`` is then the mean mask value).
     """
     config = config or SensitivityConfig()
     config.validate()
     progress = progress or null_progress
     labels = np.asarray(labels).astype(np.int64)
-    masks = np.asarray(masks, bool)
+    masks = np.asarray(masks)
+    masks = masks if masks.dtype == bool else np.clip(masks.astype(np.float32), 0, 1)
     if masks.shape != (images.shape[0], *images.shape[-2:]) or labels.shape[0] != images.shape[0]:
         raise SpurAuditError("images (B, 3, H, W), labels (B,) and masks (B, H, W) must agree")
     ctrl = random_region(masks, seed=config.seed)

@@ -4,6 +4,8 @@
     python -m core discover --dataset tex --model cnn [--split train] [--k 5] [--group-by prediction]
     python -m core label add --dataset tex --model cnn --class 3 --feature 17 --answer spurious_background --annotator ana
     python -m core label import --dataset imnet --model r50 answers.csv [--format salient-imagenet]
+    python -m core label import --dataset imnet --model r50 --format salient-imagenet [answers.csv] \
+        --masks salient_imagenet_dataset [--mask-split train] [--mask-side 64] [--preview] [--job]
     python -m core label export --dataset tex --model cnn [--out labels.csv]
     python -m core label show|agreement|masks --dataset tex --model cnn
     python -m core rank --dataset tex --model cnn --split val
@@ -17,6 +19,7 @@ method ``audit-gaps``. ``audit`` runs `core.report.run_audit` (the audit, then i
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +29,15 @@ from core.audit.artifacts import current_verdicts, load_rankings
 from core.audit.discover import DiscoveryConfig
 from core.audit.coverage import reason_counts, unranked_summary, unranked_table
 from core.audit.gaps import GapConfig
-from core.audit.labels import (ANSWERS, MaskLabelConfig, add_answers, agreement, import_labels_csv,
-                               import_salient_imagenet, labels_to_csv)
-from core.audit.pipeline import (how_to_label, run_collisions, run_core_crops, run_discovery, run_gaps,
-                                 run_mask_labels, run_rankings, run_sensitivity)
+from core.audit.label_import import LABEL_FORMATS, LabelImportConfig, preview_label_import, run_label_import
+from core.audit.labels import ANSWERS, MaskLabelConfig, add_answers, agreement, labels_to_csv
+from core.audit.salient_masks import DEFAULT_SIDE
+from core.audit.pipeline import (MASK_SOURCES, how_to_label, run_collisions, run_core_crops, run_discovery,
+                                 run_gaps, run_mask_labels, run_rankings, run_sensitivity)
+from core.config import config_from_mapping
 from core.data import load_manifest
 from core.errors import SpurAuditError
+from core.jobs import submit
 from core.serialize import to_plain
 from core.report import run_audit, write_report
 
@@ -86,10 +92,19 @@ def _add_label(subparsers: Any, common: argparse.ArgumentParser) -> None:
     add.add_argument("--answer", choices=ANSWERS, required=True)
     add.add_argument("--annotator", required=True)
     add.add_argument("--note", default="")
-    imp = _command(lsub, common, "import", "import answers from a CSV file", _label_import)
-    imp.add_argument("file", type=Path)
-    imp.add_argument("--format", default="csv", choices=("csv", "salient-imagenet"))
+    imp = _command(lsub, common, "import", "import answers from a CSV file (and Salient ImageNet masks)",
+                   _label_import)
+    imp.add_argument("file", type=Path, nargs="?", default=None,
+                     help="answers CSV (may be left out with --masks: masks only)")
+    imp.add_argument("--format", default="csv", choices=LABEL_FORMATS)
     imp.add_argument("--annotator", default="", help="annotator for rows without one (csv)")
+    imp.add_argument("--masks", type=Path, default=None,
+                     help="Salient ImageNet masks folder: <wnid>/feature_<idx>/[cams/]<image stem>.png|jpg")
+    imp.add_argument("--mask-split", default=None, choices=("train", "val", "test"),
+                     help="split of the masks' images (default any; needed when file names repeat across splits)")
+    imp.add_argument("--mask-side", type=int, default=DEFAULT_SIDE, help="stored mask side in pixels (64)")
+    imp.add_argument("--preview", action="store_true", help="count what would be imported; write nothing")
+    imp.add_argument("--job", action="store_true", help="run as a background job (a large masks folder)")
     exp = _command(lsub, common, "export", "export every answer as CSV", _label_export)
     exp.add_argument("--out", type=Path, default=None, help="file to write (default: stdout)")
     show = _command(lsub, common, "show", "derived verdicts", _label_show)
@@ -130,7 +145,11 @@ def _add_crops(subparsers: Any, common: argparse.ArgumentParser) -> None:
 def _add_sensitivity(subparsers: Any, common: argparse.ArgumentParser) -> None:
     s = _command(subparsers, common, "sensitivity", "accuracy drop under masked corruptions", _sensitivity,
                  split_required=True)
-    s.add_argument("--mask-from", default="core", choices=("core", "spurious", "object"))
+    s.add_argument("--mask-from", default="core", choices=MASK_SOURCES,
+                   help="core/spurious: feature NAMs; object: dataset masks; salient[_core|_spurious]: the imported "
+                        "Salient ImageNet masks (label import --masks)")
+    s.add_argument("--image-size", type=int, default=None,
+                   help="salient sources on photo datasets: the centre crop the features were extracted at (224)")
     s.add_argument("--max-images", type=int, default=500)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
@@ -188,14 +207,22 @@ def _label_add(ctx) -> None:
 
 def _label_import(ctx) -> None:
     a = ctx.args
-    if not a.file.exists():
-        raise SpurAuditError(f"file {a.file} does not exist")
+    config = config_from_mapping(LabelImportConfig, {
+        "dataset": a.dataset, "model": a.model, "file": str(a.file) if a.file else None, "format": a.format,
+        "annotator": a.annotator, "masks": str(a.masks) if a.masks else None, "mask_split": a.mask_split,
+        "mask_side": a.mask_side}, what="label import")
     ws = ctx.workspace()
-    if a.format == "salient-imagenet":
-        n = import_salient_imagenet(ws, a.dataset, a.model, str(a.file))
-    else:
-        n = import_labels_csv(ws, a.dataset, a.model, str(a.file), default_annotator=a.annotator)
-    ctx.emit({"written": n}, f"imported {n} answers")
+    if a.preview:
+        out = preview_label_import(ws, config, progress=ctx.progress("scan masks"))
+        ctx.emit(out, "\n".join(["preview (nothing written):", *out["lines"]]))
+        return
+    if a.job:
+        job_id = submit(ws, "label-import", asdict(config), device="cpu")
+        ctx.emit({"job": job_id}, f"label import queued as job {job_id}; follow it with `python -m core job show "
+                                  f"{job_id}`")
+        return
+    out = run_label_import(ws, config, progress=ctx.progress("import"))
+    ctx.emit(out, "\n".join(out["lines"]))
 
 
 def _label_export(ctx) -> None:
@@ -301,7 +328,8 @@ def _crops(ctx) -> None:
 def _sensitivity(ctx) -> None:
     a = ctx.args
     t = run_sensitivity(ctx.workspace(), a.dataset, a.model, split=a.split, mask_from=a.mask_from,
-                        max_images=a.max_images, seed=a.seed, device=a.device, progress=ctx.progress("sensitivity"))
+                        max_images=a.max_images, seed=a.seed, device=a.device, image_size=a.image_size,
+                        progress=ctx.progress("sensitivity"))
     s = t[t.class_index == -1]
     ctx.emit({"summary": s.to_dict(orient="records"), "per_class": t.to_dict(orient="records")},
              s.to_string(index=False))

@@ -174,6 +174,17 @@ def is_conflicting(manifest: Manifest, row: int) -> bool:
     return not pd.isna(v) and not bool(v)
 
 
+def outline_mask(tile: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 221, 0)) -> np.ndarray:
+    """``tile`` (H, W, 3) uint8 with the boundary pixels of the bool ``mask`` (H, W) painted ``color``
+    (a pixel of the mask with a 4-neighbour outside it; the tile's outermost pixels are left as they are);
+    returns the tile."""
+    m = np.asarray(mask, bool)
+    inner = m.copy()
+    inner[1:-1, 1:-1] = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+    tile[m & ~inner] = color                                        # the mask's boundary
+    return tile
+
+
 def sample_tile(manifest: Manifest, row: int, *, size: int = 96) -> Image.Image:
     """Row ``row``'s image as an RGB tile (longer side ``size``): its object mask (when it has one)
     outlined in yellow, and a red frame when it is bias-conflicting."""
@@ -188,9 +199,7 @@ def sample_tile(manifest: Manifest, row: int, *, size: int = 96) -> Image.Image:
         mask = None
     if mask is not None:
         m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(small, Image.NEAREST)) > 0
-        inner = m.copy()
-        inner[1:-1, 1:-1] = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
-        tile[m & ~inner] = (255, 221, 0)                            # the mask's boundary
+        tile = outline_mask(tile, m)
     out = Image.fromarray(tile)
     if is_conflicting(manifest, row):
         ImageDraw.Draw(out).rectangle([0, 0, out.width - 1, out.height - 1], outline=(220, 30, 30), width=3)
@@ -198,4 +207,4 @@ def sample_tile(manifest: Manifest, row: int, *, size: int = 96) -> Image.Image:
 
 
 __all__ = ["DatasetPreview", "preview_source", "csv_columns", "group_table", "manifest_overview", "load_skipped",
-           "group_heatmap", "sample_rows", "sample_tile", "is_conflicting"]
+           "group_heatmap", "sample_rows", "sample_tile", "outline_mask", "is_conflicting"]
