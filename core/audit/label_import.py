@@ -39,7 +39,8 @@ class LabelImportConfig:
     """file: the answers CSV (None: masks only, salient-imagenet); format: one of `LABEL_FORMATS`;
     annotator: for csv rows without one; masks: Salient ImageNet masks folder (salient-imagenet only);
     mask_split: the split the masks' images are in (None = any; needed when stems repeat across splits);
-    mask_side: stored mask side in pixels."""
+    mask_side: stored mask side in pixels. device: the job's device (`core.jobs.submit` records one;
+    the import itself reads files on the CPU)."""
 
     dataset: str = ""
     model: str = ""
@@ -49,6 +50,7 @@ class LabelImportConfig:
     masks: str | None = None
     mask_split: str | None = None
     mask_side: int = DEFAULT_SIDE
+    device: str = "cpu"
 
     def validate(self) -> None:
         if not self.dataset or not self.model:
