@@ -1,11 +1,15 @@
-"""The ImageNet path through the CLI on a fabricated copy in Salient ImageNet's own layout — as far as it
-exists: an ImageFolder with wnid class folders and train/val split folders (JPEGs at photo sizes), the
-MTurk feature-labels CSV (``Input.class_index``, ``Input.feature_index``, ``Answer.main/separate/
-background``), a fabricated robustness-library checkpoint (random ResNet-50 weights, the library's key
-layout) -> dataset add -> model register robust-resnet50 -> extract through the photo pipeline ->
-discover -> label import --format salient-imagenet -> rank -> gaps -> study. The commands are the
-README's, with small paths. Not covered (not implemented): the mask folders ``<wnid>/feature_<idx>/``
-and a 1000-class head on a class subset (here the head has the copy's 4 classes)."""
+"""The ImageNet path through the CLI on a fabricated copy in Salient ImageNet's own layout: an ImageFolder
+with wnid class folders and train/val split folders (JPEGs at photo sizes), the MTurk feature-labels CSV
+(``Input.class_index``, ``Input.feature_index``, ``Answer.main/separate/background``), the soft mask folders
+(``<wnid>/feature_<idx>/cams/<image>.jpeg`` beside ``images/`` as released, and the flat
+``<wnid>/feature_<idx>/<image>.png``), a fabricated robustness-library checkpoint (random ResNet-50
+weights, the library's key layout) -> dataset add -> model register robust-resnet50 -> extract through
+the photo pipeline -> discover -> label import --format salient-imagenet (answers; then the masks:
+preview, the ambiguity of file names found in train/ and val/, import with --mask-split train) -> rank ->
+gaps -> sensitivity --mask-from salient (Salient ImageNet's noise test on the masked core / spurious
+regions) -> study. The commands are the README's, with small paths. Not covered: a 1000-class head on a
+class subset (here the head has the copy's 4 classes; the real run uses all 1,000 wnid folders), and the
+numbers themselves (random weights): the test checks counts and that every step ran on the right images."""
 from __future__ import annotations
 
 import csv
@@ -60,7 +64,24 @@ def test_fabricated_salient_imagenet_copy_through_the_cli(tmp_path: Path, capsys
     imp = _cli(capsys, "label", "import", "--dataset", "imnet", "--model", "robust", str(answers),
                "--format", "salient-imagenet", "--workspace", ws)
     assert imp["written"] == 4 * 3 * 5
+    # the mask folders: feature rank r of class c on its train images r..r+2 (so spurious rank 0 and core
+    # ranks 1-2 cover different images); class 0 in the released layout (cams/ beside images/), the others flat
+    masks = tmp_path / "salient_imagenet_dataset"
+    expected = _write_salient_masks(masks, ws, feats)
+    pre = _cli(capsys, "label", "import", "--dataset", "imnet", "--model", "robust", "--format", "salient-imagenet",
+               "--masks", str(masks), "--preview", "--workspace", ws)
+    assert pre["masks"]["ambiguous"] > 0 and not pre["masks"]["unmatched"]   # train/ and val/ share file names
+    assert pre["masks"]["pairs_not_discovered"] == 0
+    imp = _cli(capsys, "label", "import", "--dataset", "imnet", "--model", "robust", "--format", "salient-imagenet",
+               "--masks", str(masks), "--mask-split", "train", "--mask-side", "16", "--workspace", ws)
+    assert imp["written"] == 0 and imp["masks"]["stored"] == expected["files"]
+    assert imp["masks"]["unreadable"] == 0 and imp["masks"]["mismatched"] == 0
     _cli(capsys, "rank", "--dataset", "imnet", "--model", "robust", "--split", "val", "--workspace", ws)
+    sens = _cli(capsys, "sensitivity", "--dataset", "imnet", "--model", "robust", "--split", "train",
+                "--mask-from", "salient", "--image-size", "32", "--device", "cpu", "--workspace", ws)
+    n = {r["mask_source"]: r["n"] for r in sens["summary"] if r["corruption"] == "noise"}
+    assert n == {"salient_core": expected["core_images"], "salient_spurious": expected["spurious_images"]}
+    assert all(0 < r["mask_area"] < 1 for r in sens["summary"])
     gaps = _cli(capsys, "gaps", "--dataset", "imnet", "--model", "robust", "--split", "val", "--n-boot", "50",
                 "--workspace", ws)
     assert gaps
@@ -70,6 +91,39 @@ def test_fabricated_salient_imagenet_copy_through_the_cli(tmp_path: Path, capsys
     assert [m["model"] for m in study["models"]] == ["robust", "again"]
     assert study["models"][0]["source"] == "feature store logits"
     assert study["models"][1]["source"] == "predicted (logits only)"
+
+
+def _write_salient_masks(masks: Path, ws: str, feats: list[list[int]]) -> dict:
+    """Soft masks (a Gaussian blob at the image's own size) for feature rank r of class c on the class's train
+    images r..r+2; returns the number of files and of distinct images under core / spurious features."""
+    import numpy as np  # noqa: PLC0415 - only this helper draws masks
+    from PIL import Image  # noqa: PLC0415
+
+    from core.data import load_manifest  # noqa: PLC0415 - reads the dataset the CLI added
+    from core.workspace import Workspace  # noqa: PLC0415
+
+    man = load_manifest(Workspace(ws), "imnet")
+    train = man.split("train").df
+    files, core, spurious = 0, set(), set()
+    for c, fs in enumerate(feats):
+        wnid = man.class_names[c]
+        paths = sorted(train.path[train.label == c])
+        for rank, f in enumerate(fs):
+            folder = masks / wnid / f"feature_{f}"
+            folder = folder / "cams" if c == 0 else folder
+            folder.mkdir(parents=True, exist_ok=True)
+            for rel in paths[rank:rank + 3]:
+                with Image.open(man.root / rel) as im:
+                    w, h = im.size
+                yy, xx = np.mgrid[0:h, 0:w]
+                blob = np.exp(-(((xx - w * (0.3 + 0.2 * rank)) / (0.2 * w)) ** 2 + ((yy - h / 2) / (0.2 * h)) ** 2))
+                stem = Path(rel).stem
+                Image.fromarray((255 * blob).astype(np.uint8)).save(folder / (f"{stem}.jpeg" if c == 0 else f"{stem}.png"))
+                files += 1
+                (spurious if rank == 0 else core).add((c, stem))
+        if c == 0:
+            (masks / wnid / f"feature_{fs[0]}" / "images").mkdir(exist_ok=True)   # the released layout's copies
+    return {"files": files, "core_images": len(core), "spurious_images": len(spurious)}
 
 
 def _top_features(ws: str) -> list[list[int]]:
