@@ -28,6 +28,7 @@ from core.audit.labelling import class_table as core_class_table
 from core.audit.gaps import GapConfig, spurious_gaps
 from core.audit.labels import spurious_features
 from core.audit.labels import verdicts as core_verdicts
+from core.audit.salient_masks import load_salient_masks, mask_tile, salient_index_path
 from core.audit.spuriosity import compute_spuriosity
 from core.concepts.artifacts import concept_ranking_dir, load_concept_ranking
 from core.data.manifest import Manifest
@@ -474,3 +475,37 @@ def concept_gaps(ws, dataset: str, name: str, split: str, *, evaluated: str, n_b
     stamps = ((rec.id, file_stamp(rec.features_path), file_stamp(rec.logits_path)),
               _concept_stamp(ws, dataset, name, split))
     return _concept_gaps(str(ws.root), dataset, name, split, evaluated, int(n_boot), stamps)
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 14: imported Salient ImageNet masks (Features page outlines) — core.audit.salient_masks
+# ------------------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _salient_masks(root: str, dataset: str, model: str, stamp: tuple):
+    return load_salient_masks(workspace(root), dataset, model)
+
+
+def salient_masks(ws, dataset: str, model: str):
+    """The imported masks of (dataset, model) (`core.audit.salient_masks.SalientMasks`), or None; cached per
+    the index file's stamp (a new import is seen on the next rerun)."""
+    stamp = file_stamp(salient_index_path(ws, dataset, model))
+    if stamp[1] < 0:
+        return None
+    return _salient_masks(str(ws.root), dataset, model, stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def _salient_tile(root: str, dataset: str, model: str, mask: int, split: str, row: int, size: int,
+                  stamp: tuple) -> bytes:
+    art = _salient_masks(root, dataset, model, stamp)
+    tile = mask_tile(manifest(workspace(root), dataset).split(split), row, art.masks[int(mask)], size=size)
+    buf = io.BytesIO()
+    tile.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def salient_tile(ws, dataset: str, model: str, mask: int, split: str, row: int, size: int = THUMB_SIZE) -> bytes:
+    """PNG of row ``row`` of ``split`` with imported mask ``mask`` (a row of its index) outlined."""
+    stamp = file_stamp(salient_index_path(ws, dataset, model))
+    return _salient_tile(str(ws.root), dataset, model, int(mask), split, int(row), int(size), stamp)
+

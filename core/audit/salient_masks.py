@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from core.workspace import Workspace
 
 __all__ = ["MASK_SUFFIXES", "DEFAULT_SIDE", "MaskScan", "SalientMasks", "scan_salient_masks",
-           "import_salient_masks", "load_salient_masks", "has_salient_masks", "centre_square",
+           "import_salient_masks", "load_salient_masks", "has_salient_masks", "salient_index_path", "centre_square",
            "input_masks", "full_image_mask", "salient_inputs", "mask_tile"]
 
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -412,8 +412,13 @@ class SalientMasks:
         return rows, out
 
 
+def salient_index_path(ws: "Workspace", dataset: str, model: str) -> Path:
+    """Absolute path of the imported masks' ``index.csv`` (it may not exist; a cache stamp for readers)."""
+    return ws.path(f"{audit_files(dataset, model).salient_masks}/index.csv")
+
+
 def has_salient_masks(ws: "Workspace", dataset: str, model: str) -> bool:
-    return ws.path(f"{audit_files(dataset, model).salient_masks}/index.csv").exists()
+    return salient_index_path(ws, dataset, model).exists()
 
 
 def load_salient_masks(ws: "Workspace", dataset: str, model: str) -> SalientMasks | None:

@@ -8,7 +8,11 @@ and for the class, "next unlabelled" (the next (class, feature) that needs a per
 navigator's order) with keyboard answers 1–4 that save and advance, and accepting a class's machine
 suggestions in one action (recorded as human answers that say so). Overlays and attacks are read
 from the workspace cache; what is missing is rendered live only for small models — the
-labelling-assets job renders them for any model (`core.audit.assets`)."""
+labelling-assets job renders them for any model (`core.audit.assets`).
+
+Labels a person already has come in through the *Import labels* form (`components.label_import`: a labels
+CSV, Salient ImageNet's answers CSV and its masks folder, previewed before anything is written); a feature
+with imported Salient ImageNet masks shows them outlined on their images (`salient_view`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -25,6 +29,7 @@ from dashboard.components.class_nav import class_navigator, progress_line, set_c
 from dashboard.components.guard import NeedsSetup, run_page
 from dashboard.components.image_grid import GridItem, image_grid
 from dashboard.components.job_monitor import job_monitor, launch, recent_jobs
+from dashboard.components.label_import import import_labels_form
 from dashboard.components.state import features_page, md_escape
 
 ANSWER_LABELS = {
@@ -144,6 +149,7 @@ def focus_panel(ws, dataset, model, fs, class_index: int, feature: int, rank: in
             items, _ = visual_items(ws, dataset, model, fs, rows, feature, mode)
         image_grid(items, key=f"focus_{class_index}_{feature}", per_page=N_TOP_IMAGES, columns=N_TOP_IMAGES + 2,
                    size=96, paginate=False, show_overlay=mode != "images")
+        salient_view(ws, dataset, model, class_index, feature)
         feature_labels_view(labels, verdicts, class_index, feature)
         st.caption("Keys: 1 core · 2 spurious object · 3 spurious background · 4 unsure (save and go to the next "
                    "unlabelled feature) · N skip to the next.")
@@ -191,6 +197,25 @@ def assets_panel(ws, dataset: str, model: str, class_index: int, k: int, missing
         job_monitor(ws, recent_jobs(ws, ASSETS_KIND, dataset=dataset, model=model, limit=2), key="assets_jobs")
 
 
+# ---- issue 14: a feature's imported Salient ImageNet masks, outlined on their images (core.audit.salient_masks)
+N_SALIENT_IMAGES = 6
+
+
+def salient_view(ws, dataset: str, model: str, class_index: int, feature: int) -> None:
+    """An expander with the first images that have an imported Salient mask of (class, feature), the mask's
+    region (soft value >= 0.5) outlined in yellow; nothing when the pair has none."""
+    art = resources.salient_masks(ws, dataset, model)
+    rows = art.pair(class_index, feature) if art is not None else None
+    if rows is None or not len(rows):
+        return
+    with st.expander(f"Salient ImageNet masks of this feature: {len(rows)} image(s), region outlined",
+                     expanded=False):
+        cols = st.columns(N_SALIENT_IMAGES + 2)
+        for col, r in zip(cols, rows.head(N_SALIENT_IMAGES).itertuples()):
+            col.image(resources.salient_tile(ws, dataset, model, r.mask, r.split, r.row), width=96,
+                      caption=f"{r.split} #{r.row}")
+
+
 def render() -> None:
     page = features_page("Features")
     ws, dataset, model, splits = page.ws, page.dataset, page.model, page.splits
@@ -204,6 +229,7 @@ def render() -> None:
     if pairs is not None:
         done = int((pairs.status != "none").sum())
         st.progress(done / max(len(pairs), 1), text=progress_line(table, class_index))
+    import_labels_form(ws, dataset, model)          # issue 14: labels CSV, Salient ImageNet answers and masks
 
     c1, c2, c3 = st.columns([1, 2, 3])
     k = c1.number_input("Top k", min_value=1, max_value=min(20, fs.dim), value=min(5, fs.dim),
@@ -284,6 +310,7 @@ def render() -> None:
             missing += miss
             image_grid(items, key=f"feat_{class_index}_{feature}", per_page=N_TOP_IMAGES,
                        columns=N_TOP_IMAGES + 2, size=96, paginate=False, show_overlay=mode != "images")
+            salient_view(ws, dataset, model, class_index, feature)
             left, right = st.columns([1, 1])
             with left:
                 feature_labels_view(labels, verdicts, class_index, feature)

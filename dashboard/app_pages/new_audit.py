@@ -345,6 +345,9 @@ def _audit_section(ws: Workspace, datasets: list[str]) -> None:
     splits = [s for s in ("val", "test") if s in resources.manifest(ws, dataset).splits()]
     eval_split = c2.selectbox("Rank and measure gaps on", splits or ["val"], key="na_eval_split")
     device = c3.selectbox("Device", resources.device_choices(), key="na_audit_device")
+    st.page_link("app_pages/features.py", icon=":material/upload_file:",   # issue 14: labels you already have
+                 label="Have labels already (a labels CSV, Salient ImageNet's answers and masks)? Import them on "
+                       "Features → Import labels")
     with st.expander("Machine labels from CLIP / SAM (optional: only when you have their weights)"):
         st.caption("Object masks of the dataset label features automatically. CLIP and SAM-IoU labels run "
                    "only when a weights file is given; nothing is downloaded.")
