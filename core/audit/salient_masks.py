@@ -119,7 +119,7 @@ class MaskScan:
                        f"{', '.join(self.unmatched_examples)})")
         if self.ambiguous:
             out.append(f"{self.ambiguous:,} masks name images in several splits, skipped (e.g. "
-                       f"{', '.join(self.ambiguous_examples)}); choose the split the masks belong to (--mask-split)")
+                       f"{', '.join(self.ambiguous_examples)}); choose the split of the masks' images (--mask-split; on the dashboard: Images of the masks)")
         if self.ignored_files:
             out.append(f"{self.ignored_files:,} files are not .png/.jpg/.jpeg images, ignored")
         if self.pairs_not_discovered is None:

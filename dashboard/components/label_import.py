@@ -101,3 +101,8 @@ def import_labels_form(ws, dataset: str, model: str, *, expanded: bool = False) 
                 if forms.attempt(lambda: _import(ws, config)):
                     st.rerun()
         job_monitor(ws, jobs_, key="li_jobs")
+        last = ws.get_job(jobs_[0]) if jobs_ else None
+        if last is not None and last.status == "done" and (last.result or {}).get("lines"):
+            st.caption(f"What job #{last.id} imported:")
+            for line in last.result["lines"]:
+                st.text(line)
