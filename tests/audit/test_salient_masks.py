@@ -174,3 +174,24 @@ def test_answers_outside_the_dataset_are_refused_and_bad_csvs_named(copy, tmp_pa
         run_label_import(ws, LabelImportConfig(dataset="imnet", model="m", file=str(tmp_path / "no.csv")))
     with pytest.raises(SpurAuditError, match="salient-imagenet format"):
         LabelImportConfig(dataset="imnet", model="m", masks="x", format="csv").validate()
+
+
+def test_cli_names_layout_errors_and_previews_without_writing(copy, tmp_path, capsys):
+    import json
+
+    from core.cli import main
+
+    _write_masks(copy)
+    ws = str(copy["ws"].root)
+    base = ["label", "import", "--dataset", "imnet", "--model", "m", "--workspace", ws]
+    empty = tmp_path / "empty_masks"
+    empty.mkdir()
+    assert main([*base, "--format", "salient-imagenet", "--masks", str(empty)]) == 2
+    assert "no class folders" in capsys.readouterr().err
+    assert main([*base, "--masks", str(copy["masks"])]) == 2                 # csv format with masks
+    assert "salient-imagenet format" in capsys.readouterr().err
+    assert main([*base, "--format", "salient-imagenet", "--masks", str(copy["masks"]), "--mask-split", "train",
+                 "--preview", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["masks"]["matched"] == 5 and out["masks"]["unmatched"] == 1
+    assert load_salient_masks(copy["ws"], "imnet", "m") is None
