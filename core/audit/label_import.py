@@ -5,7 +5,8 @@ labels* form share `LabelImportConfig`:
 
 - ``format="csv"``: SpurAudit's own labels CSV (`core.audit.labels.read_labels_csv`);
 - ``format="salient-imagenet"``: Salient ImageNet's MTurk answers CSV
-  (`core.audit.labels.parse_salient_imagenet_csv`) and/or its masks folder ``masks``
+  (`core.audit.labels.read_salient_imagenet_csv`: the released file or the raw MTurk form; classes by
+  ``Input.wordnet_id`` when the dataset's classes are wnids) and/or its masks folder ``masks``
   (`core.audit.salient_masks`: scanned, matched to the dataset, stored as the audit's masks artifact).
 
 `preview_label_import` parses and scans without writing anything (counts for a person to check);
@@ -21,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.audit.artifacts import has_discovery, load_discovery
-from core.audit.labels import add_answers, parse_salient_imagenet_csv, read_labels_csv
+from core.audit.labels import add_answers, read_labels_csv, read_salient_imagenet_csv
 from core.audit.salient_masks import DEFAULT_SIDE, MaskScan, import_salient_masks, scan_salient_masks
 from core.data import load_manifest
 from core.data.manifest import SPLIT_NAMES, Manifest
@@ -68,15 +69,19 @@ class LabelImportConfig:
             raise SpurAuditError(f"mask side must be in 8..512 pixels (got {self.mask_side})")
 
 
-def _answer_rows(config: LabelImportConfig) -> list[dict]:
+def _answer_rows(config: LabelImportConfig, class_names: list[str]) -> tuple[list[dict], dict]:
+    """(answer rows, how classes were mapped: {"mapped_by", "skipped_answers", "skipped_classes",
+    "skipped_examples"})."""
     path = Path(str(config.file)).expanduser()
     if not path.is_file():
         raise SpurAuditError(f"labels file {path} does not exist (or is a folder); check the path")
     try:
         with path.open(encoding="utf-8") as fh:
             if config.format == "salient-imagenet":
-                return parse_salient_imagenet_csv(fh)
-            return read_labels_csv(fh, default_annotator=config.annotator)
+                res = read_salient_imagenet_csv(fh, class_names=class_names)
+                return res.rows, {"mapped_by": res.mapped_by, "skipped_answers": sum(res.skipped.values()),
+                                  "skipped_classes": len(res.skipped), "skipped_examples": sorted(res.skipped)[:5]}
+            return read_labels_csv(fh, default_annotator=config.annotator), {"mapped_by": "class_index"}
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise SpurAuditError(f"{path.name} is not a readable CSV file ({type(exc).__name__}: {exc}); "
                              f"give the {'Salient ImageNet answers' if config.format != 'csv' else 'labels'} CSV") from None
@@ -104,6 +109,10 @@ def _answers_summary(rows: list[dict], num_classes: int, discovered: dict[int, l
 def _answer_lines(s: dict) -> list[str]:
     out = [f"{s['answers']:,} answers from {s['annotators']:,} annotators on {s['pairs']:,} (class, feature) pairs "
            f"of {s['classes']:,} classes ({', '.join(f'{k} {v:,}' for k, v in s['by_answer'].items())})"]
+    if s.get("mapped_by") == "wordnet_id":
+        out.append("classes taken from Input.wordnet_id (the dataset's class of each wnid)"
+                   + (f"; {s['skipped_answers']:,} answers on {s['skipped_classes']:,} wnids that are not classes of "
+                      f"the dataset skipped (e.g. {', '.join(s['skipped_examples'])})" if s.get("skipped_answers") else ""))
     if s["classes_outside_dataset"]:
         out.append(f"{s['classes_outside_dataset']:,} class indices are outside the dataset (e.g. "
                    f"{s['classes_outside_examples']}): refused")
@@ -127,11 +136,13 @@ def preview_label_import(ws: Workspace, config: LabelImportConfig, *, progress: 
     """What `run_label_import` would write, nothing written: {"answers": counts | None, "masks": scan
     summary | None, "lines": sentences, "ok": False when the import would be refused}."""
     config.validate()
+    ws.get_model(config.model)                       # an unknown model: the error lists the known ones
     discovered = _discovered(ws, config.dataset, config.model)
     num_classes = len(ws.get_dataset(config.dataset).class_names)
     out: dict = {"answers": None, "masks": None, "lines": [], "ok": True}
     if config.file:
-        s = _answers_summary(_answer_rows(config), num_classes, discovered)
+        rows, mapping = _answer_rows(config, ws.get_dataset(config.dataset).class_names)
+        s = {**_answers_summary(rows, num_classes, discovered), **mapping}
         out["answers"] = s
         out["lines"] += _answer_lines(s)
         out["ok"] = s["classes_outside_dataset"] == 0
@@ -150,19 +161,20 @@ def run_label_import(ws: Workspace, config: LabelImportConfig, *, progress: Prog
     "answers": counts | None, "masks": import summary | None, "lines": sentences}."""
     config.validate()
     progress = progress or null_progress
+    ws.get_model(config.model)                       # an unknown model: the error lists the known ones
     discovered = _discovered(ws, config.dataset, config.model)
     num_classes = len(ws.get_dataset(config.dataset).class_names)
     out: dict = {"written": 0, "answers": None, "masks": None, "lines": []}
     rows = None
     if config.file:
-        rows = _answer_rows(config)
-        s = _answers_summary(rows, num_classes, discovered)
+        rows, mapping = _answer_rows(config, ws.get_dataset(config.dataset).class_names)
+        s = {**_answers_summary(rows, num_classes, discovered), **mapping}
         if s["classes_outside_dataset"]:
             raise SpurAuditError(
                 f"{s['classes_outside_dataset']} class indices of {Path(str(config.file)).name} are outside the "
                 f"dataset's {num_classes} classes (e.g. {s['classes_outside_examples']}); the CSV must use the "
-                "dataset's class indices (for Salient ImageNet: the dataset must hold all 1,000 ImageNet wnid "
-                "folders, whose sorted order is ImageNet's)")
+                "dataset's class indices (a Salient ImageNet CSV with Input.wordnet_id is mapped by wnid when the "
+                "dataset's classes are wnid folders)")
         out["answers"] = s
         out["lines"] += _answer_lines(s)
     if config.masks:                     # masks first: a layout error leaves the answers unwritten too

@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["ANSWERS", "SOURCES", "MACHINE_SOURCES", "VerdictConfig", "verdicts", "features_with_verdict",
            "spurious_features", "core_features", "add_answers", "labels_to_csv", "read_labels_csv", "import_labels_csv",
-           "parse_salient_imagenet_csv", "import_salient_imagenet", "agreement", "MaskLabelConfig",
+           "parse_salient_imagenet_csv", "read_salient_imagenet_csv", "SalientAnswers", "SALIENT_CHOICES",
+           "import_salient_imagenet", "agreement", "MaskLabelConfig",
            "iou_label", "mask_iou", "box_region", "auto_labels_from_masks"]
 
 ANSWERS = ("core", "spurious_object", "spurious_background", "unsure")
@@ -219,37 +220,78 @@ def _find_column(columns: Sequence[str], prefix: str) -> str | None:
     return None
 
 
-def parse_salient_imagenet_csv(source: str | io.IOBase) -> list[dict]:
-    """Map a Salient ImageNet MTurk results CSV to answer rows.
+#: Salient ImageNet's released answers (``mturk_results/discover_spurious_features.csv``): one categorical
+#: ``Answer.main`` column
+SALIENT_CHOICES = {"main_object": "core", "separate_object": "spurious_object", "background": "spurious_background"}
+
+
+@dataclass
+class SalientAnswers:
+    """Answer rows of a Salient ImageNet CSV; ``skipped``: wnid -> answers left out because the wnid is not a
+    class of the dataset (only when classes are mapped by ``Input.wordnet_id``); ``mapped_by``:
+    ``"wordnet_id"`` (the dataset's class of that wnid) or ``"class_index"`` (the CSV's index as is)."""
+
+    rows: list[dict]
+    skipped: dict[str, int]
+    mapped_by: str
+
+
+def read_salient_imagenet_csv(source: str | io.IOBase, *, class_names: Sequence[str] | None = None) -> SalientAnswers:
+    """Map a Salient ImageNet MTurk answers CSV to answer rows, in either of its two shapes.
 
     Columns used: ``WorkerId``, ``Input.class_index``, ``Input.feature_index``, optional
-    ``Input.feature_rank`` (kept in the note), and boolean-ish ``Answer.main*`` /
-    ``Answer.separate*`` / ``Answer.background*`` (true/false, 1/0, yes/no, on). Exactly one true:
-    main -> core, separate -> spurious_object, background -> spurious_background; none or several
-    true -> unsure (noted). ``Answer.reasons*`` is appended to the note when present.
+    ``Input.feature_rank``, ``Answer.confidence`` and ``Answer.reasons*`` (kept in the note), and the answer:
+
+    - the released file (``mturk_results/discover_spurious_features.csv``): one categorical ``Answer.main`` of
+      ``main_object`` -> core, ``separate_object`` -> spurious_object, ``background`` -> spurious_background
+      (anything else -> unsure, noted);
+    - the raw MTurk form: boolean-ish ``Answer.main*`` / ``Answer.separate*`` / ``Answer.background*``
+      (true/false, 1/0, yes/no, on); exactly one true gives the answer, none or several -> unsure (noted).
+
+    ``class_names``: the dataset's classes. When given and the CSV has ``Input.wordnet_id`` whose values are
+    among them, each row's class is the dataset's class of that wnid (right for any subset of ImageNet) and
+    rows of other wnids are skipped and counted; otherwise ``Input.class_index`` is used as is.
     """
     df = pd.read_csv(source, dtype=str, keep_default_na=False)
     cols = list(df.columns)
-    need = {"WorkerId": "WorkerId", "Input.class_index": "Input.class_index",
-            "Input.feature_index": "Input.feature_index"}
+    need = ["WorkerId", "Input.class_index", "Input.feature_index"]
     missing = [c for c in need if c not in cols]
     main_c, sep_c, bg_c = (_find_column(cols, p) for p in ("Answer.main", "Answer.separate", "Answer.background"))
-    if missing or not (main_c and sep_c and bg_c):
+    categorical = bool(main_c) and not (sep_c or bg_c) and len(df) > 0 and \
+        df[main_c].str.strip().str.lower().isin(list(SALIENT_CHOICES)).any()
+    if missing or not (categorical or (main_c and sep_c and bg_c)):
+        absent = missing + [p for p, c in zip(("Answer.main", "Answer.separate", "Answer.background"),
+                                               (main_c, sep_c, bg_c)) if not c]
         raise SpurAuditError(
-            "not a Salient ImageNet answers CSV: needs WorkerId, Input.class_index, Input.feature_index, "
-            f"Answer.main, Answer.separate, Answer.background (missing: {missing + [p for p, c in zip(('Answer.main', 'Answer.separate', 'Answer.background'), (main_c, sep_c, bg_c)) if not c]})")
+            "not a Salient ImageNet answers CSV: needs WorkerId, Input.class_index, Input.feature_index and either "
+            "Answer.main holding main_object / separate_object / background (the released "
+            "discover_spurious_features.csv) or boolean Answer.main, Answer.separate, Answer.background "
+            f"(missing: {absent})")
     reason_c = _find_column(cols, "Answer.reason")
-    rows = []
+    by_wnid = None
+    if class_names is not None and "Input.wordnet_id" in cols:
+        index = {str(n): i for i, n in enumerate(class_names)}
+        if df["Input.wordnet_id"].str.strip().isin(list(index)).any():
+            by_wnid = index
+    rows, skipped = [], {}
     for i, r in enumerate(df.to_dict(orient="records")):
-        flags = [_truthy(r[main_c]), _truthy(r[sep_c]), _truthy(r[bg_c])]
         note = []
-        if sum(flags) == 1:
-            answer = ("core", "spurious_object", "spurious_background")[flags.index(True)]
+        if categorical:
+            choice = str(r[main_c]).strip().lower()
+            answer = SALIENT_CHOICES.get(choice, "unsure")
+            if answer == "unsure":
+                note.append(f"answer {choice!r}" if choice else "no choice")
         else:
-            answer = "unsure"
-            note.append("no choice" if not any(flags) else "several choices")
+            flags = [_truthy(r[main_c]), _truthy(r[sep_c]), _truthy(r[bg_c])]
+            if sum(flags) == 1:
+                answer = ("core", "spurious_object", "spurious_background")[flags.index(True)]
+            else:
+                answer = "unsure"
+                note.append("no choice" if not any(flags) else "several choices")
         if r.get("Input.feature_rank", "") != "":
             note.append(f"feature_rank={r['Input.feature_rank']}")
+        if r.get("Answer.confidence", "") != "":
+            note.append(f"confidence={r['Answer.confidence']}")
         if reason_c and r.get(reason_c):
             note.append(str(r[reason_c]))
         try:
@@ -257,10 +299,22 @@ def parse_salient_imagenet_csv(source: str | io.IOBase) -> list[dict]:
         except ValueError as exc:
             raise SpurAuditError(f"row {i + 2} of the Salient ImageNet CSV has a non-integer class/feature "
                                  f"index ({r['Input.class_index']!r}, {r['Input.feature_index']!r})") from exc
+        if by_wnid is not None:
+            wnid = str(r["Input.wordnet_id"]).strip()
+            if wnid not in by_wnid:
+                skipped[wnid] = skipped.get(wnid, 0) + 1
+                continue
+            cls = by_wnid[wnid]
         worker = str(r["WorkerId"]).strip() or f"worker{i}"
         rows.append(dict(class_index=cls, feature=feat, answer=answer, annotator=worker, source="human",
                          score=None, note="; ".join(note)))
-    return rows
+    return SalientAnswers(rows=rows, skipped=skipped, mapped_by="wordnet_id" if by_wnid is not None else "class_index")
+
+
+def parse_salient_imagenet_csv(source: str | io.IOBase) -> list[dict]:
+    """The answer rows of a Salient ImageNet MTurk answers CSV, class indices as in the file
+    (`read_salient_imagenet_csv` without class names)."""
+    return read_salient_imagenet_csv(source).rows
 
 
 def import_salient_imagenet(ws: "Workspace", dataset: str, model: str, path: str) -> int:

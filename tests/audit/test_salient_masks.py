@@ -27,6 +27,8 @@ def copy(tmp_path: Path) -> dict:
     write_photo_folder(root / "val", n_images=16, n_classes=2, min_side=40, max_side=60, seed=1)
     ws = Workspace(tmp_path / "ws")
     add_dataset_from(ws, "imnet", "imagefolder", root)        # carves a test split out of train/
+    ws.add_model("m", dataset="imnet", arch="robust-resnet50", checkpoint_rel="models/m/model.pt", config={},
+                 metrics={})                                   # a record only: nothing here loads the model
     train = load_manifest(ws, "imnet").split("train").df
     stems = {c: sorted(Path(p).stem for p in train.path[train.label == c]) for c in (0, 1)}
     assert len(stems[0]) >= 4 and stems[1]
@@ -195,3 +197,31 @@ def test_cli_names_layout_errors_and_previews_without_writing(copy, tmp_path, ca
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["masks"]["matched"] == 5 and out["masks"]["unmatched"] == 1
     assert load_salient_masks(copy["ws"], "imnet", "m") is None
+
+
+def test_released_answers_csv_maps_classes_by_wnid(copy, tmp_path):
+    """The released file's shape: one categorical Answer.main, ImageNet class indices (not the copy's) and
+    Input.wordnet_id; the raw MTurk form (boolean columns) keeps the CSV's index."""
+    ws = copy["ws"]
+    released = tmp_path / "discover_spurious_features.csv"
+    released.write_text(
+        "WorkerId,Input.wordnet_id,Input.class_index,Input.feature_index,Input.feature_rank,Answer.main,"
+        "Answer.confidence,Answer.reasons\n"
+        "52,n00000001,388,59,1,background,4.0,water behind it\n"
+        "22,n00000001,388,59,1,separate_object,3.0,a hand\n"
+        "7,n00000001,388,60,2,main_object,5.0,its head\n"
+        "9,n00000001,388,60,2,not sure,1.0,\n"
+        "3,n01440764,0,59,1,main_object,4.0,not a class of the copy\n")
+    out = run_label_import(ws, LabelImportConfig(dataset="imnet", model="m", file=str(released),
+                                                 format="salient-imagenet"))
+    assert out["written"] == 4 and out["answers"]["mapped_by"] == "wordnet_id"
+    assert (out["answers"]["skipped_answers"], out["answers"]["skipped_examples"]) == (1, ["n01440764"])
+    labels = ws.labels("imnet", "m").sort_values("id")
+    assert labels.class_index.tolist() == [1, 1, 1, 1]
+    assert labels.answer.tolist() == ["spurious_background", "spurious_object", "core", "unsure"]
+    assert "confidence=4.0" in labels.note.iloc[0] and "answer 'not sure'" in labels.note.iloc[3]
+    raw = tmp_path / "raw.csv"
+    raw.write_text("WorkerId,Input.class_index,Input.feature_index,Answer.main.on,Answer.separate.on,"
+                   "Answer.background.on\nW1,1,5,false,false,true\n")
+    out = run_label_import(ws, LabelImportConfig(dataset="imnet", model="m", file=str(raw), format="salient-imagenet"))
+    assert out["written"] == 1 and out["answers"]["mapped_by"] == "class_index"

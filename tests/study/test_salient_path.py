@@ -4,7 +4,8 @@ with wnid class folders and train/val split folders (JPEGs at photo sizes), the 
 (``<wnid>/feature_<idx>/cams/<image>.jpeg`` beside ``images/`` as released, and the flat
 ``<wnid>/feature_<idx>/<image>.png``), a fabricated robustness-library checkpoint (random ResNet-50
 weights, the library's key layout) -> dataset add -> model register robust-resnet50 -> extract through
-the photo pipeline -> discover -> label import --format salient-imagenet (answers; then the masks:
+the photo pipeline -> discover -> label import --format salient-imagenet (the answers in the released
+file's shape, classes mapped by wnid; then the masks:
 preview, the ambiguity of file names found in train/ and val/, import with --mask-split train) -> rank ->
 gaps -> sensitivity --mask-from salient (Salient ImageNet's noise test on the masked core / spurious
 regions) -> study. The commands are the README's, with small paths. Not covered: a 1000-class head on a
@@ -20,7 +21,7 @@ import pytest
 import torch
 
 from core.cli import main
-from core.data.synthetic.photo_folder import write_photo_folder
+from core.data.synthetic.photo_folder import wnid, write_photo_folder
 from tests.models._fabricated import robust_checkpoint
 
 
@@ -47,23 +48,26 @@ def test_fabricated_salient_imagenet_copy_through_the_cli(tmp_path: Path, capsys
     assert {f["split"]: f["dim"] for f in out["feature_sets"]}["train"] == 2048
     disc = _cli(capsys, "discover", "--dataset", "imnet", "--model", "robust", "--k", "3", "--workspace", ws)
     top = disc.get("top_features") or disc.get("features")
-    # the Salient ImageNet MTurk CSV: 5 workers per (class, top feature); feature 0 of each class spurious
+    # the answers CSV in the released shape (mturk_results/discover_spurious_features.csv): 5 workers per
+    # (class, top feature), feature 0 of each class spurious; class indices are ImageNet's (here 100 + c, not the
+    # copy's), so classes must come from Input.wordnet_id; one more wnid is not in the copy (skipped, counted)
     feats = _top_features(ws)
     answers = tmp_path / "discover_spurious_features.csv"
     with answers.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["WorkerId", "Input.class_index", "Input.feature_index", "Input.feature_rank", "Answer.main",
-                    "Answer.separate", "Answer.background", "Answer.reasons"])
-        for c, fs in enumerate(feats):
+        w.writerow(["WorkerId", "Input.wordnet_id", "Input.class_index", "Input.feature_index", "Input.feature_rank",
+                    "Answer.main", "Answer.confidence", "Answer.reasons"])
+        for c, fs in enumerate(feats + [[7, 8, 9]]):
             for rank, f in enumerate(fs):
                 for worker in range(5):
                     spurious = rank == 0 and worker < 4
-                    w.writerow([f"W{worker}", c, f, rank, str(not spurious).lower(), "false",
-                                str(spurious).lower(), "fabricated"])
+                    w.writerow([str(10 + worker), wnid(c), 100 + c, f, rank + 1,
+                                "background" if spurious else "main_object", "4.0", "fabricated"])
     assert top is not None or feats
     imp = _cli(capsys, "label", "import", "--dataset", "imnet", "--model", "robust", str(answers),
                "--format", "salient-imagenet", "--workspace", ws)
-    assert imp["written"] == 4 * 3 * 5
+    assert imp["written"] == 4 * 3 * 5 and imp["answers"]["mapped_by"] == "wordnet_id"
+    assert imp["answers"]["skipped_answers"] == 15 and imp["answers"]["classes"] == 4
     # the mask folders: feature rank r of class c on its train images r..r+2 (so spurious rank 0 and core
     # ranks 1-2 cover different images); class 0 in the released layout (cams/ beside images/), the others flat
     masks = tmp_path / "salient_imagenet_dataset"
