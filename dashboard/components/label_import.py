@@ -15,7 +15,7 @@ import streamlit as st
 from core.audit.label_import import LabelImportConfig, preview_label_import, run_label_import
 from core.audit.salient_masks import DEFAULT_SIDE
 from dashboard.components import forms
-from dashboard.components.job_monitor import job_monitor, launch, recent_jobs
+from dashboard.components.job_monitor import job_monitor, launch
 
 KIND = "label-import"
 FORMAT_LABELS = {"csv": "SpurAudit labels CSV",
@@ -60,10 +60,17 @@ def _import(ws, config: LabelImportConfig) -> bool:
     return True
 
 
+def _import_jobs(ws, dataset: str, model: str, limit: int = 2) -> list[int]:
+    """The newest label-import jobs of (dataset, model), read without `core.jobs.reconcile` (this form is on
+    every Features run, which must stay quick; the job monitor reconciles while it polls an active job)."""
+    return [j.id for j in ws.list_jobs(limit=50) if j.kind == KIND and j.params.get("dataset") == dataset
+            and j.params.get("model") == model][:limit]
+
+
 def import_labels_form(ws, dataset: str, model: str, *, expanded: bool = False) -> None:
     """The expander with the form, the preview, the import and the import jobs of (dataset, model)."""
     done = st.session_state.pop(DONE_KEY, None)
-    jobs_ = recent_jobs(ws, KIND, dataset=dataset, model=model, limit=2)
+    jobs_ = _import_jobs(ws, dataset, model)
     with st.expander("Import labels (labels CSV, Salient ImageNet answers and masks)",
                      expanded=expanded or bool(done) or PREVIEW_KEY in st.session_state):
         if done:
