@@ -41,6 +41,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._results import write_result  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -273,13 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             "one_gpu_minutes_at_least_decode_bound": round(IMAGENET_TRAIN / decode_bound_host / 60, 1)},
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
-    out = args.out or (None if args.quick else str(RESULTS))
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
-    if args.json:
-        print(json.dumps(result))
-    else:
+    if write_result(result, args.out or (None if args.quick else str(RESULTS)), as_json=args.json):
         ts = result["time_split_ms_per_image"]
         print(f"ResNet-50 (random init) 224 px, {n} JPEGs {args.min_side}-{args.max_side} px, {args.workers} workers, "
               f"{dev}\n  bare forward {bare_ips:.1f} img/s | pipeline {pipe_ips:.1f} img/s | ratio {pipe / bare:.2f} "

@@ -35,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._results import write_result  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -294,13 +296,7 @@ def main(argv: list[str] | None = None) -> int:
               "peak_gpu_memory_mb": max((s.get("peak_gpu_memory_mb") or 0 for s in sec.out.values()), default=None)
               if dev.type == "cuda" else None,
               "errors": [k for k, v in sec.out.items() if v.get("error")]}
-    out = args.out or (None if cpu_dry else str(RESULTS))
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
-    if args.json:
-        print(json.dumps(result))
-    else:
+    if write_result(result, args.out or (None if cpu_dry else str(RESULTS)), as_json=args.json):
         print(f"gpu_check on {dev} ({result['machine'].get('gpu', 'CPU dry run')}), {result['wall_s']} s")
         for k, v in sec.out.items():
             print(f"  {k}: {json.dumps(v)}")

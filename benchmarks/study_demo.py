@@ -27,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._results import write_result  # noqa: E402
+
 from core import jobs  # noqa: E402
 from core.audit.pipeline import run_discovery, run_mask_labels, run_rankings  # noqa: E402
 from core.data import build_dataset  # noqa: E402
@@ -119,13 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     result["finding_note"] = ("seed 002 reports strong correlation of per-class gaps across models; here the "
                               f"mean pairwise Pearson over {len(result['models'])} models is "
                               f"{'undefined' if mp is None else round(mp, 3)} (>= 0.5 counted as holding)")
-    out = args.out or (None if q else str(RESULTS))
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2) + "\n")
-    if args.json:
-        print(json.dumps(result))
-    else:
+    if write_result(result, args.out or (None if q else str(RESULTS)), as_json=args.json):
         for m in result["models"]:
             print(f"{m['model']:>14}: acc {m['accuracy']:.3f} high {m['acc_high']:.3f} low {m['acc_low']:.3f} "
                   f"gap {m['gap']:+.3f}")

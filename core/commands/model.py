@@ -17,11 +17,10 @@ import argparse
 from typing import Any
 
 from core.errors import SpurAuditError
-from core.models.checkpoints import save_workspace_model, torch_load
+from core.models.checkpoints import torch_load
 from core.models.optim import OPTIMIZERS
-from core.models.registry import build_model
 from core.models.train import LOSSES, SCHEDULES, TrainConfig
-from core.models.workspace_models import train_workspace_model
+from core.models.workspace_models import register_checkpoint, train_workspace_model
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -66,6 +65,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     r.add_argument("--pretrained", default=None, help="checkpoint path (or library weights tag)")
     r.add_argument("--num-classes", type=int, default=None, help="head size (default: the dataset's classes)")
     r.add_argument("--dataset", default=None, help="dataset the model belongs to (optional)")
+    r.add_argument("--head-classes", default=None, metavar="FILE",
+                   help="the checkpoint's outputs in order, one class id per line (e.g. ImageNet's "
+                        "LOC_synset_mapping.txt): keep its head, restricted to the dataset's classes by name")
     r.add_argument("--replace", action="store_true", help="overwrite a model of the same name")
     r.set_defaults(handler=_register)
 
@@ -136,23 +138,12 @@ def _train(ctx: Any) -> int:
 
 def _register(ctx: Any) -> int:
     args = ctx.args
-    ws = ctx.workspace()
-    num_classes = args.num_classes
-    if num_classes is None:
-        if args.dataset is None:
-            raise SpurAuditError("give --num-classes, or --dataset to take the number of classes from it")
-        num_classes = ws.get_dataset(args.dataset).num_classes
-    elif args.dataset is not None:
-        ws.get_dataset(args.dataset)
-    if ws.has_model(args.name) and not args.replace:
-        raise SpurAuditError(f"model {args.name!r} already exists; pick another name or pass --replace")
-    model = build_model(args.arch, num_classes=num_classes, pretrained=args.pretrained)
-    rec = save_workspace_model(ws, args.name, model, dataset=args.dataset,
-                               config={"pretrained": args.pretrained}, metrics={}, replace=args.replace)
-    ctx.emit({"model": rec.name, "dataset": rec.dataset, "arch": rec.arch, "checkpoint": str(rec.checkpoint),
-              "feature_dim": model.feature_dim, "num_classes": model.num_classes,
-              "has_spatial_map": model.has_spatial_map},
-             f"registered {args.arch} {rec.name!r} ({model.feature_dim} features, {model.num_classes} classes)")
+    out = register_checkpoint(ctx.workspace(), args.name, dataset=args.dataset, arch=args.arch,
+                              checkpoint=args.pretrained, num_classes=args.num_classes,
+                              head_classes=args.head_classes, replace=args.replace)
+    subset = f"; head restricted to {out['num_classes']} of the checkpoint's classes" if out["head_rows"] else ""
+    ctx.emit(out, f"registered {args.arch} {out['model']!r} ({out['feature_dim']} features, "
+                  f"{out['num_classes']} classes{subset})")
     return 0
 
 

@@ -56,6 +56,7 @@ class RegisterJob:
     arch: str = ""
     checkpoint: str | None = None
     num_classes: int | None = None
+    head_classes: str | None = None
     replace: bool = False
     device: str = "auto"
 
@@ -70,7 +71,8 @@ def register_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     job = config_from_mapping(RegisterJob, params, what="model-register job")
     progress(0.1, f"loading {job.arch}")
     return register_checkpoint(ws, job.name, dataset=job.dataset, arch=job.arch, checkpoint=job.checkpoint,
-                               num_classes=job.num_classes, replace=job.replace)
+                               num_classes=job.num_classes, head_classes=job.head_classes,
+                               replace=job.replace)
 
 
 JOB_KINDS = {"train": train_job, "model-register": register_job}

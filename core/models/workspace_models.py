@@ -24,6 +24,7 @@ from core.errors import SpurAuditError
 from core.metrics import evaluate_predictions
 from core.models.batches import predict_logits
 from core.models.checkpoints import model_checkpoint_rel, save_workspace_model
+from core.models.head_subset import head_rows_for, read_head_classes, restrict_head
 from core.models.registry import build_model
 from core.models.train import TrainConfig, train_model
 from core.progress import ProgressFn, null_progress, sub_progress
@@ -109,13 +110,22 @@ __all__ = ["train_workspace_model", "register_checkpoint"]
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 
-def register_checkpoint(ws: Workspace, name: str, *, dataset: str, arch: str, checkpoint: str | None = None,
-                        num_classes: int | None = None, replace: bool = False) -> dict[str, Any]:
+def register_checkpoint(ws: Workspace, name: str, *, dataset: str | None, arch: str, checkpoint: str | None = None,
+                        num_classes: int | None = None, head_classes: str | None = None,
+                        replace: bool = False) -> dict[str, Any]:
     """Build registry architecture ``arch`` with the weights at ``checkpoint`` (None = the architecture's
-    default, e.g. random init) and register it as ``name`` for ``dataset`` (head size: the dataset's class
-    count unless ``num_classes``). A checkpoint of another architecture is a `SpurAuditError` listing
-    the missing and unexpected keys (`build_model`). Returns name, arch, feature_dim, num_classes."""
-    num_classes = num_classes or ws.get_dataset(dataset).num_classes
+    default, e.g. random init) and register it as ``name`` for ``dataset`` (None: a model of no dataset;
+    then ``num_classes`` is required). Head size: the dataset's class count unless ``num_classes``.
+
+    ``head_classes``: a file listing the checkpoint's outputs in order (`core.models.head_subset`); the
+    checkpoint's head is kept and restricted to the dataset's classes, matched by name (an ImageNet-1k
+    model on a few wnid class folders). A checkpoint of another architecture is a `SpurAuditError` listing
+    the missing and unexpected keys (`build_model`). Returns model, dataset, arch, checkpoint (the
+    workspace copy), feature_dim, num_classes, has_spatial_map, head_rows (None without ``head_classes``)."""
+    if dataset is None and num_classes is None:
+        raise SpurAuditError("give the number of classes, or a dataset to take the number of classes from")
+    record = ws.get_dataset(dataset) if dataset is not None else None
+    num_classes = num_classes or record.num_classes
     if ws.has_model(name) and not replace:
         raise SpurAuditError(f"model {name!r} already exists; pick another name or replace it")
     if checkpoint is not None and not str(checkpoint).strip():
@@ -123,8 +133,20 @@ def register_checkpoint(ws: Workspace, name: str, *, dataset: str, arch: str, ch
     if checkpoint is not None and ("/" in str(checkpoint) or Path(str(checkpoint)).suffix in CHECKPOINT_SUFFIXES) \
             and not Path(str(checkpoint)).expanduser().is_file():
         raise SpurAuditError(f"checkpoint file {checkpoint} does not exist; type the path of a .pt/.pth file")
-    model = build_model(arch, num_classes=num_classes,
-                        pretrained=str(Path(str(checkpoint)).expanduser()) if checkpoint else None)
-    rec = save_workspace_model(ws, name, model, dataset=dataset, config={"pretrained": checkpoint}, metrics={},
-                               replace=replace)
-    return {"model": rec.name, "arch": rec.arch, "feature_dim": model.feature_dim, "num_classes": model.num_classes}
+    pretrained = str(Path(str(checkpoint)).expanduser()) if checkpoint else None
+    rows = None
+    if head_classes:
+        if record is None or checkpoint is None:
+            raise SpurAuditError("a head classes file needs a dataset (its class names pick the head rows) and "
+                                 "a checkpoint (whose head is restricted)")
+        listed = read_head_classes(head_classes)
+        rows = head_rows_for(record.class_names, listed)
+        model = build_model(arch, num_classes=len(listed), pretrained=pretrained)
+        restrict_head(model, rows)
+    else:
+        model = build_model(arch, num_classes=num_classes, pretrained=pretrained)
+    config = {"pretrained": checkpoint, **({"head_classes": str(head_classes), "head_rows": rows} if rows else {})}
+    rec = save_workspace_model(ws, name, model, dataset=dataset, config=config, metrics={}, replace=replace)
+    return {"model": rec.name, "dataset": rec.dataset, "arch": rec.arch, "checkpoint": str(rec.checkpoint),
+            "feature_dim": model.feature_dim, "num_classes": model.num_classes,
+            "has_spatial_map": model.has_spatial_map, "head_rows": rows}

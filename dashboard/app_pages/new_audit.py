@@ -307,18 +307,27 @@ def _model_section(ws: Workspace, datasets: list[str]) -> None:
         ckpt = st.text_input("Checkpoint file", key="na_reg_ckpt",
                              help="a .pt/.pth file on this machine (robustness-library checkpoints work for "
                                   "robust-resnet50); blank = the architecture's default weights")
+        head = st.text_input("Head classes file (optional)", key="na_reg_head",
+                             placeholder="/data/imagenet/LOC_synset_mapping.txt",
+                             help="the checkpoint's outputs in order, one class id per line (ImageNet's "
+                                  "LOC_synset_mapping.txt for an ImageNet-1k model): its head is kept and "
+                                  "restricted to this dataset's classes, matched by name (wnid folders)")
         if st.button("Register", type="primary", key="na_register", icon=":material/save:"):
             def register() -> dict:
                 if arch.endswith(":"):
                     raise SpurAuditError(f"type the {arch} model name (e.g. {arch}resnet18)")
                 path = str(forms.check_file(ckpt, what="checkpoint", suffixes=forms.WEIGHT_SUFFIXES)) \
                     if ckpt.strip() else None
+                head_file = str(forms.check_file(head, what="head classes file")) if head.strip() else None
                 with st.spinner("Loading the checkpoint…"):
-                    return register_checkpoint(ws, name.strip(), dataset=dataset, arch=arch, checkpoint=path)
+                    return register_checkpoint(ws, name.strip(), dataset=dataset, arch=arch, checkpoint=path,
+                                               head_classes=head_file)
             out = forms.attempt(register)
             if out is not None:
                 st.success(f"Registered {md_escape(out['model'])} ({md_escape(out['arch'])}: {out['feature_dim']} "
-                           f"features, {out['num_classes']} classes).", icon=":material/check_circle:")
+                           f"features, {out['num_classes']} classes"
+                           + ("; the checkpoint's head restricted to them" if out["head_rows"] else "") + ").",
+                           icon=":material/check_circle:")
     job_monitor(ws, recent_jobs(ws, "train", dataset=dataset, limit=1), key="na_train_jobs")
 
 

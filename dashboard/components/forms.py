@@ -30,15 +30,21 @@ def checked(cls: type[T], values: dict[str, Any], *, what: str) -> T:
     return config_from_mapping(cls, values, what=what)
 
 
-def check_file(path: str, *, what: str, suffixes: tuple[str, ...] = ()) -> Path:
-    """An existing file at ``path`` (``~`` expanded); `SpurAuditError` naming ``what`` otherwise."""
+def _existing(path: str, *, what: str, kind: str) -> Path:
+    """``path`` (``~`` expanded) when it exists; `SpurAuditError` naming ``what`` when it is blank or missing."""
     text = str(path or "").strip()
     if not text:
-        raise SpurAuditError(f"{what}: type a file path")
+        raise SpurAuditError(f"{what}: type a {kind} path")
     p = Path(text).expanduser()
     if not p.exists():
         raise SpurAuditError(f"{what}: {p} does not exist; check the path (it is read on the machine running "
                              "the dashboard)")
+    return p
+
+
+def check_file(path: str, *, what: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """An existing file at ``path`` (``~`` expanded); `SpurAuditError` naming ``what`` otherwise."""
+    p = _existing(path, what=what, kind="file")
     if not p.is_file():
         raise SpurAuditError(f"{what}: {p} is a folder; type the path of the file")
     if suffixes and p.suffix.lower() not in suffixes:
@@ -48,15 +54,9 @@ def check_file(path: str, *, what: str, suffixes: tuple[str, ...] = ()) -> Path:
 
 def check_folder(path: str, *, what: str) -> Path:
     """An existing folder at ``path``; `SpurAuditError` naming ``what`` otherwise."""
-    text = str(path or "").strip()
-    if not text:
-        raise SpurAuditError(f"{what}: type a folder path")
-    p = Path(text).expanduser()
-    if not p.exists():
-        raise SpurAuditError(f"{what}: {p} does not exist; check the path (it is read on the machine running "
-                             "the dashboard)")
+    p = _existing(path, what=what, kind="folder")
     if not p.is_dir():
-        raise SpurAuditError(f"{what}: {p} is a file; type the dataset's folder")
+        raise SpurAuditError(f"{what}: {p} is a file; type the path of the folder")
     return p
 
 

@@ -4,6 +4,8 @@ import as a job, and every form's error state (missing path, a label column with
 checkpoint for another architecture, 0 epochs, negative ε, a CLIP weights file that does not exist)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -137,6 +139,15 @@ def test_model_and_audit_form_errors(ws_with_data, tmp_path):
     at.text_input(key="na_reg_ckpt").input(str(tmp_path / "absent.pt")).run()
     at.button(key="na_register").click().run()
     assert "checkpoint: " in _errors(at) and "absent.pt does not exist" in _errors(at)
+    at.text_input(key="na_reg_ckpt").input(str(tmp_path / "mlp.pt")).run()
+    at.text_input(key="na_reg_head").input(str(tmp_path / "no-mapping.txt")).run()
+    at.button(key="na_register").click().run()
+    assert "head classes file: " in _errors(at) and "no-mapping.txt does not exist" in _errors(at)
+    (tmp_path / "mapping.txt").write_text("n01440764 tench\nn01443537 goldfish\n")
+    at.text_input(key="na_reg_head").input(str(tmp_path / "mapping.txt")).run()
+    at.button(key="na_register").click().run()
+    assert "10 dataset class(es) are not among the checkpoint's 2 head classes" in _errors(at)
+    at.text_input(key="na_reg_head").input("").run()
     # the audit form: a CLIP weights file that does not exist
     at.text_input(key="na_clip_weights").input(str(tmp_path / "clip-vit-b-32.pt")).run()
     at.button(key="na_run_audit").click().run()
@@ -215,3 +226,46 @@ def test_offline_builder_with_its_parameters(tmp_path):
     assert job.params["params"]["rho"] == pytest.approx(0.9) and job.params["params"]["n_train"] == 100
     assert jobs.wait(ws, job.id, timeout_s=120).status == "done", jobs.log_tail(ws, job.id)
     assert ws.get_dataset("biased-mnist").params["split_sizes"] == {"train": 100, "val": 50, "test": 50}
+
+
+@pytest.mark.parametrize("family", ["timm:", "clip:"])
+def test_register_a_library_family_checkpoint_from_a_file(ws_with_data, tmp_path, family):
+    """``timm:<name>`` and ``clip:<name>`` through the register form with a weights file on disk (tiny
+    random-init models, as nothing can be downloaded here: this checks the plumbing of the file path)."""
+    ws = ws_with_data
+    if family == "timm:":
+        timm = pytest.importorskip("timm")
+        name = "test_resnet"
+        torch.save(timm.create_model(name, pretrained=False).state_dict(), tmp_path / "w.pt")
+    else:
+        open_clip = pytest.importorskip("open_clip")
+        name = "spuraudit-form-tiny-clip"
+        if name not in open_clip.list_models():
+            cfg = tmp_path / f"{name}.json"
+            cfg.write_text(json.dumps({"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64,
+                                                                        "patch_size": 16},
+                                       "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32,
+                                                    "heads": 2, "layers": 1}}))
+            open_clip.add_model_config(cfg)
+        torch.save(open_clip.create_model(name).state_dict(), tmp_path / "w.pt")
+    at = open_app(str(ws.root), "new_audit")
+    at.radio(key="na_model_how").set_value("Register a checkpoint").run()
+    at.text_input(key="na_model_name").input("lib").run()
+    at.selectbox(key="na_reg_arch").set_value(f"{family}<name>").run()
+    at.text_input(key=f"na_reg_{family}").input(name).run()
+    at.text_input(key="na_reg_ckpt").input(str(tmp_path / "w.pt")).run()
+    at.button(key="na_register").click().run()
+    assert not _errors(at) and not at.exception, _errors(at)
+    assert ws.get_model("lib").arch == family + name
+    saved = torch.load(tmp_path / "w.pt", weights_only=True)
+    image_tower = [t for k, t in saved.items() if family == "timm:" or k.startswith("visual.")]
+    big = max(image_tower, key=lambda t: t.numel())             # the file's weights, not a random init
+    from core.models.checkpoints import load_model  # noqa: PLC0415
+
+    registered = load_model(ws.get_model("lib").checkpoint).state_dict().values()
+    assert any(t.shape == big.shape and torch.equal(t, big) for t in registered)
+    # the wrong family for the same file: a message listing the keys, nothing registered
+    at.text_input(key="na_model_name").input("lib2").run()
+    at.selectbox(key="na_reg_arch").set_value("small_cnn").run()
+    at.button(key="na_register").click().run()
+    assert "does not match the model" in _errors(at) and not ws.has_model("lib2")
