@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks._results import write_result  # noqa: E402
 from core.audit.label_import import LabelImportConfig, preview_label_import, run_label_import  # noqa: E402
 from core.data import add_dataset_from, load_manifest  # noqa: E402
 from core.data.synthetic.photo_folder import write_photo_folder  # noqa: E402
@@ -108,13 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             "import_minutes": round(per_mask_import * SALIENT_MASKS / 60, 1),
             "artifact_gb": round(SALIENT_MASKS * args.side * args.side / 1e9, 2)},
     }
-    if args.out or not args.quick:
-        path = Path(args.out) if args.out else RESULTS
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-    if args.json:
-        print(json.dumps(result))
-    else:
+    if write_result(result, args.out or (None if args.quick else RESULTS), as_json=args.json):
         print(json.dumps(result, indent=2))
     return 0
 

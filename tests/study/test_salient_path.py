@@ -8,9 +8,10 @@ the photo pipeline -> discover -> label import --format salient-imagenet (the an
 file's shape, classes mapped by wnid; then the masks:
 preview, the ambiguity of file names found in train/ and val/, import with --mask-split train) -> rank ->
 gaps -> sensitivity --mask-from salient (Salient ImageNet's noise test on the masked core / spurious
-regions) -> study. The commands are the README's, with small paths. Not covered: a 1000-class head on a
-class subset (here the head has the copy's 4 classes; the real run uses all 1,000 wnid folders), and the
-numbers themselves (random weights): the test checks counts and that every step ran on the right images."""
+regions) -> study. The checkpoint keeps its 1,000-class head restricted to the copy's 4 wnids
+(``--head-classes``), whose ImageNet rows are the answers CSV's class indices. The commands are the README's,
+with small paths. Not covered: the numbers themselves (random weights): the test checks counts and that every
+step ran on the right images."""
 from __future__ import annotations
 
 import csv
@@ -41,8 +42,15 @@ def test_fabricated_salient_imagenet_copy_through_the_cli(tmp_path: Path, capsys
     torch.save(robust_checkpoint()[0], ckpt)
     ws = str(tmp_path / "ws")
     _cli(capsys, "dataset", "add", "imnet", "--from", "imagefolder", str(root), "--workspace", ws)
+    # the checkpoint's 1,000 outputs (LOC_synset_mapping.txt): the copy's wnids at ImageNet-like rows 100 + c,
+    # the class indices the answers CSV below uses; the registered head keeps those rows
+    mapping = tmp_path / "LOC_synset_mapping.txt"
+    ids = [f"n9{i:07d}" for i in range(1000)]
+    for c in range(4):
+        ids[100 + c] = wnid(c)
+    mapping.write_text("".join(f"{cid} fabricated class {i}\n" for i, cid in enumerate(ids)))
     _cli(capsys, "model", "register", "robust", "--arch", "robust-resnet50", "--pretrained", str(ckpt),
-         "--dataset", "imnet", "--workspace", ws)
+         "--dataset", "imnet", "--head-classes", str(mapping), "--workspace", ws)
     out = _cli(capsys, "extract", "--dataset", "imnet", "--model", "robust", "--split", "all", "--image-size", "32",
                "--num-workers", "1", "--batch-size", "16", "--device", "cpu", "--workspace", ws)
     assert {f["split"]: f["dim"] for f in out["feature_sets"]}["train"] == 2048
