@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                            n_classes=args.classes, min_side=64, max_side=160, seed=0)
         ws = Workspace(tmp / "ws")
         add_dataset_from(ws, "imnet", "imagefolder", tmp / "imagenet")
+        ws.add_model("robust", dataset="imnet", arch="robust-resnet50", checkpoint_rel="models/robust/model.pt",
+                     config={}, metrics={})           # a record only: the import never loads the model
         n_masks = _write_masks(tmp / "salient", ws, args.features, args.per_feature)
         generate_s = time.perf_counter() - t0
         cfg = LabelImportConfig(dataset="imnet", model="robust", format="salient-imagenet",
