@@ -145,18 +145,28 @@ def _feature_dirs(class_dir: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def _image_table(manifest: "Manifest", splits: Sequence[str] | None) -> pd.DataFrame:
-    """Rows of the chosen splits: class_index, stem, split, row (position in the split), sample_id, path."""
+def _stem(path: str) -> str:
+    """File name without folder and last suffix ("train/n01/n01_7.JPEG" -> "n01_7")."""
+    name = path[path.rfind("/") + 1:]
+    dot = name.rfind(".")
+    return name[:dot] if dot > 0 else name
+
+
+def _image_table(manifest: "Manifest", splits: Sequence[str] | None, classes: set[int]) -> pd.DataFrame:
+    """Rows of the chosen splits and ``classes``: class_index, stem, split, row (position in the split),
+    sample_id, image (path). Stems by plain string slicing: pandas' str.rsplit took 5 s of a 7 s scan of
+    a 1.28 M-row manifest."""
     frames = []
     for s in manifest.splits():
         if splits is not None and s not in splits:
             continue
         sub = manifest.split(s).df
-        stems = sub["path"].astype(str).str.rsplit("/", n=1).str[-1].str.rsplit(".", n=1).str[0]
-        frames.append(pd.DataFrame({"class_index": sub["label"].to_numpy(np.int64), "stem": stems.to_numpy(),
-                                    "split": s, "row": np.arange(len(sub), dtype=np.int64),
-                                    "sample_id": sub["sample_id"].to_numpy(np.int64),
-                                    "image": sub["path"].astype(str).to_numpy()}))
+        labels = sub["label"].to_numpy(np.int64)
+        keep = np.isin(labels, np.fromiter(classes, np.int64, len(classes)))
+        paths = sub["path"].astype(str).to_numpy()[keep]
+        frames.append(pd.DataFrame({"class_index": labels[keep], "stem": [_stem(x) for x in paths],
+                                    "split": s, "row": np.arange(len(sub), dtype=np.int64)[keep],
+                                    "sample_id": sub["sample_id"].to_numpy(np.int64)[keep], "image": paths}))
     if not frames:
         return pd.DataFrame(columns=["class_index", "stem", "split", "row", "sample_id", "image"])
     return pd.concat(frames, ignore_index=True)
@@ -187,17 +197,6 @@ def scan_salient_masks(root: str | Path, manifest: "Manifest", *, splits: Sequen
         raise SpurAuditError(f"{root} has no class folders; expected the Salient ImageNet layout "
                              "<root>/<wnid>/feature_<idx>/<image>.png|jpg")
     class_index = {name: i for i, name in enumerate(manifest.class_names)}
-    images = _image_table(manifest, splits)
-    # (class, stem) -> table position; plain dicts, since a lookup per mask file (325 k) must be cheap
-    position: dict[tuple[int, str], int] = {}
-    several: set[tuple[int, str]] = set()
-    for i, key in enumerate(zip(images.class_index.tolist(), images.stem.tolist())):
-        if key in position:
-            several.add(key)
-        else:
-            position[key] = i
-    splits_col, rows_col = images.split.tolist(), images.row.tolist()
-    ids_col, paths_col = images.sample_id.tolist(), images.image.tolist()
     scan = MaskScan(root=str(root), matched=pd.DataFrame())
     class_dirs = []
     for name, path in subdirs:
@@ -215,6 +214,17 @@ def scan_salient_masks(root: str | Path, manifest: "Manifest", *, splits: Sequen
                              f"{', ...' if len(manifest.class_names) > MAX_EXAMPLES else ''}); the dataset's class "
                              "names must be the wnids (add the ImageNet folder with `dataset add --from imagefolder`)")
     scan.n_class_folders = len(class_dirs)
+    images = _image_table(manifest, splits, {class_index[n] for n, _, _ in known})
+    # (class, stem) -> table position; plain dicts, since a lookup per mask file (325 k) must be cheap
+    position: dict[tuple[int, str], int] = {}
+    several: set[tuple[int, str]] = set()
+    for i, key in enumerate(zip(images.class_index.tolist(), images.stem.tolist())):
+        if key in position:
+            several.add(key)
+        else:
+            position[key] = i
+    splits_col, rows_col = images.split.tolist(), images.row.tolist()
+    ids_col, paths_col = images.sample_id.tolist(), images.image.tolist()
     records = []
     for ci, (name, path, feats) in enumerate(class_dirs):
         c = class_index.get(name)
