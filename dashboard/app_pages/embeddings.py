@@ -67,13 +67,13 @@ def _selected_rows(key: str) -> list[int]:
     return list(dict.fromkeys(out))
 
 
-def show_selection(fs, rows: list[int], *, key: str) -> None:
+def show_selection(ws, dataset: str, model: str, split: str, fs, rows: list[int], *, key: str) -> None:
     if not rows:
         st.caption("Draw a box or lasso around points (or click one) to see those images.")
         return
     st.markdown(f"**{len(rows):,} selected image(s)**" + (f" — the first {N_SELECTED_SHOWN} shown"
                                                            if len(rows) > N_SELECTED_SHOWN else ""))
-    preds = fs.preds() if fs.n <= 200_000 else None
+    preds = resources.predictions(ws, dataset, model, split) if fs.n <= 200_000 else None  # cached argmax
     items = []
     for r in rows[:N_SELECTED_SHOWN]:
         ok = "" if preds is None else (" ✓" if preds[r] == fs.labels[r] else " ✗")
@@ -113,9 +113,11 @@ def render() -> None:
     st.caption(note)
     title = f"{model} · {split} · {method.upper()} · coloured by {colour}"
     col, cat = _colour_column(t, colour)
-    plotly_chart(embedding_figure(t, colour=col, categorical=cat, title=title),
-                    key="emb_chart", on_select="rerun", selection_mode=("box", "lasso", "points"))
-    show_selection(fs, _selected_rows("emb_chart"), key="emb_selected")
+    # a selection reruns the page: the figure (built and escaped once per view) is reused
+    fig = resources.safe_chart(ws, dataset, model, split, ("embedding", method, int(max_points), colour),
+                               lambda: embedding_figure(t, colour=col, categorical=cat, title=title))
+    plotly_chart(fig, escaped=True, key="emb_chart", on_select="rerun", selection_mode=("box", "lasso", "points"))
+    show_selection(ws, dataset, model, split, fs, _selected_rows("emb_chart"), key="emb_selected")
 
     st.subheader("Before / after a mitigation run")
     runs = runs_with_models(ws, dataset, model)
@@ -149,7 +151,8 @@ def render() -> None:
                                              title=f"{side}: " + (model if side == "before" else
                                                                   f"run #{run.id} {run.method}")),
                             key=f"emb_{side}", on_select="rerun", selection_mode=("box", "lasso", "points"))
-    show_selection(fs, _selected_rows("emb_before") or _selected_rows("emb_after"), key="emb_ba_selected")
+    show_selection(ws, dataset, model, split, fs, _selected_rows("emb_before") or _selected_rows("emb_after"),
+                   key="emb_ba_selected")
 
 
 run_page(render)
