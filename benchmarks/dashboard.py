@@ -8,7 +8,9 @@ discovery, rankings and gaps; ``--quick``: 100 classes, one of 300, 2 models, 50
 
 - **server-side script time** of every page with Streamlit's AppTest, cold (caches cleared) and warm
   (the same page run again), and of the main interactions (class switch, next page of Rankings,
-  label-and-advance on Features, a gap-view change, the embedding colour change), warm;
+  label-and-advance on Features, a gap-view change, the embedding colour change, and — with the session
+  state the browser's event would leave — the gap-bar click landing on Rankings and a 48-point embedding
+  selection), warm;
 - **browser round trips** with Playwright in Debian Chromium against ``streamlit run`` (from the action
   until the app reports ``notRunning`` with no skeleton left): next page, label-and-advance by
   keyboard, gap-bar click landing on Rankings, embedding box selection; and the **peak RSS** (VmHWM)
@@ -132,6 +134,34 @@ def server_side(ws_root: str, repeats: int) -> dict:
     colours = iter(["correct", "aligned", "class"] * 10)
     out["interactions"]["embedding colour change"] = interaction(
         "embeddings", lambda at: None, lambda at: at.selectbox(key="emb_colour").set_value(next(colours)))
+
+    # AppTest cannot click a Plotly bar or draw a box: these two put into the session what the browser's
+    # event leaves there (the bar's on_select callback, dashboard/app_pages/gaps.py `_on_bar_select`; the
+    # chart's selection state), then time the rerun(s) that follow
+    bar_classes = iter(range(3, 10_000))
+
+    def bar_click(at):
+        if at.title[0].value != "Spurious gaps":       # back on Gaps (untimed) after the previous click
+            at.switch_page("app_pages/gaps.py").run()
+            _check(at, "gaps")
+        at.session_state["rank_split"] = at.session_state["gaps_split"]
+        at.session_state["rank_ranking"] = None
+        at.session_state["sa_class_pending"] = next(bar_classes)
+        at.session_state["gaps_go_rankings"] = True
+
+    out["interactions"]["gap-bar click → Rankings (callback state)"] = interaction("gaps", lambda at: None, bar_click)
+    selection: list = []
+
+    def embedding_prepare(at):
+        spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+        selection.extend({"customdata": [cd[0]]} for tr in spec["data"] for cd in tr["customdata"][:4])
+        del selection[48:]
+
+    out["interactions"]["embedding selection (48 points, selection state)"] = interaction(
+        "embeddings", embedding_prepare,
+        lambda at: at.session_state.__setitem__("emb_chart", {"selection": {"points": list(selection),
+                                                                             "point_indices": [], "box": [],
+                                                                             "lasso": []}}))
     return out
 
 

@@ -81,6 +81,18 @@ def show_selection(ws, dataset: str, model: str, split: str, fs, rows: list[int]
     image_grid(items, key=key, per_page=N_SELECTED_SHOWN, columns=12, size=64, paginate=False)
 
 
+@st.fragment
+def chart_and_selection(fig, ws, dataset: str, model: str, split: str, fs) -> None:
+    """The main scatter and the images of its selection, as a fragment: a box / lasso selection reruns
+    only this part (not the selectors, the projection look-ups and the before/after section)."""
+    def body() -> None:
+        plotly_chart(fig, escaped=True, key="emb_chart", on_select="rerun",
+                     selection_mode=("box", "lasso", "points"))
+        show_selection(ws, dataset, model, split, fs, _selected_rows("emb_chart"), key="emb_selected")
+
+    run_page(body)        # a fragment rerun runs outside the page's guard: the same error policy here
+
+
 def render() -> None:
     page = features_page("Embeddings")
     ws, dataset, model, splits = page.ws, page.dataset, page.model, page.splits
@@ -116,8 +128,7 @@ def render() -> None:
     # a selection reruns the page: the figure (built and escaped once per view) is reused
     fig = resources.safe_chart(ws, dataset, model, split, ("embedding", method, int(max_points), colour),
                                lambda: embedding_figure(t, colour=col, categorical=cat, title=title))
-    plotly_chart(fig, escaped=True, key="emb_chart", on_select="rerun", selection_mode=("box", "lasso", "points"))
-    show_selection(ws, dataset, model, split, fs, _selected_rows("emb_chart"), key="emb_selected")
+    chart_and_selection(fig, ws, dataset, model, split, fs)
 
     st.subheader("Before / after a mitigation run")
     runs = runs_with_models(ws, dataset, model)
