@@ -89,7 +89,8 @@ def class_section(ws, dataset: str, model: str, class_names, per_class: pd.DataF
                 + (f": {why.iloc[0]}." if len(why) else "."), icon=":material/info:")
     else:
         r = row.iloc[0]
-        m1, m2, m3, m4, m5 = st.columns(5)
+        m1, m2, m3 = st.columns(3)          # three per row, as the pooled metrics: an interval needs the width
+        m4, m5, _ = st.columns(3)
         m1.metric("Gap", f"{r.gap * 100:+.1f} pts", help="acc(high) − acc(low) of this class")
         m2.metric("Interval", f"[{r.ci_low * 100:+.1f}, {r.ci_high * 100:+.1f}]" if pd.notna(r.ci_low) else "—",
                   help="bootstrap interval of the gap")
