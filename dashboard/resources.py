@@ -21,7 +21,7 @@ import streamlit as st
 from PIL import Image
 
 from core.audit.artifacts import audit_files, load_discovery, load_rankings
-from core.audit.artifacts import load_gaps
+from core.audit.artifacts import load_crops, load_gaps, load_sensitivity
 from core.audit.discover import DiscoveryConfig, discover_features
 from core.audit.labelling import class_progress, pair_status
 from core.audit.labelling import class_table as core_class_table
@@ -418,6 +418,21 @@ def projection(ws, dataset: str, model: str, split: str, *, method: str = "pca",
     rec = ws.get_feature_set(dataset, model, split)
     stamp = (rec.id, file_stamp(rec.features_path), file_stamp(rec.logits_path))
     return _projection(str(ws.root), dataset, model, split, method, int(max_points), stamp)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _crop_results(root: str, dataset: str, model: str, stamps: tuple):
+    ws = workspace(root)
+    return load_crops(ws, dataset, model), load_sensitivity(ws, dataset, model)
+
+
+def crop_results(ws, dataset: str, model: str):
+    """(crops.json dict or None, sensitivity table or None) of (dataset, model)
+    (`core.audit.artifacts.load_crops` / `load_sensitivity`), read once per file stamp (at 1,000
+    classes the CSV is thousands of rows). Shared: do not mutate."""
+    files = audit_files(dataset, model)
+    return _crop_results(str(ws.root), dataset, model,
+                         (file_stamp(ws.path(files.crops)), file_stamp(ws.path(files.sensitivity))))
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.audit.artifacts import load_crops, load_sensitivity, ranked_splits
+from core.audit.artifacts import ranked_splits
 from core.audit.plots import sensitivity_bars
 from dashboard import resources
 from dashboard.components.charts import plotly_chart
@@ -173,7 +173,7 @@ def class_view(crops: dict | None, sens: pd.DataFrame | None, class_names: list[
 def render() -> None:
     page = features_page("Core crops & feature sensitivity")
     ws, dataset, model, splits = page.ws, page.dataset, page.model, page.splits
-    crops, sens = load_crops(ws, dataset, model), load_sensitivity(ws, dataset, model)
+    crops, sens = resources.crop_results(ws, dataset, model)      # cached per file stamp
     ranked = ranked_splits(ws, dataset, model, splits)
     never_run = crops is None and sens is None
     if never_run and ranked:   # the audit ran, crops never did: offer the launch right here
