@@ -4,11 +4,14 @@
 
 Builds a synthetic ImageNet-shaped workspace (`benchmarks/_scale_workspace.py`: 1,000 classes, 999 × 12
 images + one class of 1,300, float16 feature memmaps, 3 models, 5,000 labelled pairs, the saved
-discovery, rankings and gaps; ``--quick``: 100 classes, one of 300, 2 models, 500 pairs), then measures
+discovery, rankings and gaps; ``--quick``: 100 classes, one of 300, 2 models, 500 pairs; plus made-up
+crops and sensitivity results of every class, so the Crops page has its 1,000-class tables), then measures
 
 - **server-side script time** of every page with Streamlit's AppTest, cold (caches cleared) and warm
   (the same page run again), and of the main interactions (class switch, next page of Rankings,
-  label-and-advance on Features, a gap-view change, the embedding colour change), warm;
+  label-and-advance on Features, a gap-view change, the embedding colour change, and — with the session
+  state the browser's event would leave — the gap-bar click landing on Rankings and a 48-point embedding
+  selection), warm;
 - **browser round trips** with Playwright in Debian Chromium against ``streamlit run`` (from the action
   until the app reports ``notRunning`` with no skeleton left): next page, label-and-advance by
   keyboard, gap-bar click landing on Rankings, embedding box selection; and the **peak RSS** (VmHWM)
@@ -41,7 +44,7 @@ from benchmarks._scale_workspace import DATASET, build_scale_workspace  # noqa: 
 
 APP = str(ROOT / "dashboard" / "app.py")
 TARGET_WARM_S, TARGET_ROUND_TRIP_S, TARGET_RSS_MB = 1.0, 1.5, 1536
-PAGES = ["home", "features", "rankings", "gaps", "embeddings"]
+PAGES = ["home", "features", "rankings", "gaps", "embeddings", "crops"]
 
 
 def _clear_caches() -> None:
@@ -82,6 +85,44 @@ def _drop_bench_labels(ws_root: str) -> int:
     if ids:
         ws.delete_labels(ids)
     return len(ids)
+
+
+def _fabricate_crop_results(ws_root: str, *, seed: int = 0) -> bool:
+    """Write crops.json and sensitivity.csv for every class of model-0 with seeded, made-up numbers,
+    when the workspace has none: the benchmark times the Crops page's reading and drawing at 1,000
+    classes, not the (model-forward) crops and sensitivity jobs. Returns whether it wrote them."""
+    import numpy as np
+    import pandas as pd
+
+    from core.audit.artifacts import audit_files, load_crops
+    from core.audit.sensitivity import CORRUPTIONS
+    from core.data.manifest import Manifest
+    from core.workspace import Workspace
+
+    ws = Workspace(ws_root)
+    if load_crops(ws, DATASET, "model-0") is not None:
+        return False
+    rec = ws.get_dataset(DATASET)
+    K = len(Manifest.load(rec.manifest_path, root=rec.root).class_names)
+    rng = np.random.default_rng(seed)
+    n = rng.integers(1, 60, K)
+    before = rng.uniform(0.2, 0.9, K)
+    after = np.clip(before + rng.normal(0.05, 0.1, K), 0, 1)
+    per = [dict(class_index=c, n=int(n[c]), acc_before=float(before[c]), acc_after=float(after[c]))
+           for c in range(K)]
+    ws.write_json(audit_files(DATASET, "model-0").crops,
+                  {"acc_before": float(np.average(before, weights=n)), "acc_after": float(np.average(after, weights=n)),
+                   "n": int(n.sum()), "per_class": per, "skipped_classes": [], "split": "test", "fraction": 0.2})
+    rows = []
+    for kind in CORRUPTIONS:
+        for c in [-1, *range(K)]:
+            a0 = float(rng.uniform(0.5, 1))
+            am, ar = a0 - float(rng.uniform(0, 0.5)), a0 - float(rng.uniform(0, 0.2))
+            rows.append(dict(class_index=c, corruption=kind, n=int(n.sum()) if c < 0 else int(n[c]), acc_clean=a0,
+                             acc_masked=am, acc_random=ar, drop_masked=a0 - am, drop_random=a0 - ar,
+                             mask_area=float(rng.uniform(0.1, 0.5)), mask_source="core"))
+    ws.write_text(audit_files(DATASET, "model-0").sensitivity, pd.DataFrame(rows).to_csv(index=False))
+    return True
 
 
 def server_side(ws_root: str, repeats: int) -> dict:
@@ -132,6 +173,34 @@ def server_side(ws_root: str, repeats: int) -> dict:
     colours = iter(["correct", "aligned", "class"] * 10)
     out["interactions"]["embedding colour change"] = interaction(
         "embeddings", lambda at: None, lambda at: at.selectbox(key="emb_colour").set_value(next(colours)))
+
+    # AppTest cannot click a Plotly bar or draw a box: these two put into the session what the browser's
+    # event leaves there (the bar's on_select callback, dashboard/app_pages/gaps.py `_on_bar_select`; the
+    # chart's selection state), then time the rerun(s) that follow
+    bar_classes = iter(range(3, 10_000))
+
+    def bar_click(at):
+        if at.title[0].value != "Spurious gaps":       # back on Gaps (untimed) after the previous click
+            at.switch_page("app_pages/gaps.py").run()
+            _check(at, "gaps")
+        at.session_state["rank_split"] = at.session_state["gaps_split"]
+        at.session_state["rank_ranking"] = None
+        at.session_state["sa_class_pending"] = next(bar_classes)
+        at.session_state["gaps_go_rankings"] = True
+
+    out["interactions"]["gap-bar click → Rankings (callback state)"] = interaction("gaps", lambda at: None, bar_click)
+    selection: list = []
+
+    def embedding_prepare(at):
+        spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+        selection.extend({"customdata": [cd[0]]} for tr in spec["data"] for cd in tr["customdata"][:4])
+        del selection[48:]
+
+    out["interactions"]["embedding selection (48 points, selection state)"] = interaction(
+        "embeddings", embedding_prepare,
+        lambda at: at.session_state.__setitem__("emb_chart", {"selection": {"points": list(selection),
+                                                                             "point_indices": [], "box": [],
+                                                                             "lasso": []}}))
     return out
 
 
@@ -331,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _drop_bench_labels(str(ws_dir))
         build_s = time.perf_counter() - t
+        _fabricate_crop_results(str(ws_dir))
         repeats = 2 if a.quick else 3
         result = {"size": size, "dataset": DATASET, "build_s": round(build_s, 1),
                   "build": built["timings"] if built else "reused", "cpu_count": os.cpu_count(),

@@ -1261,6 +1261,14 @@ class Workspace:
             df = df.drop_duplicates(["class_index", "feature", "annotator", "source"], keep="last").reset_index(drop=True)
         return df
 
+    def labels_version(self, dataset: str, model: str) -> tuple[int, int, int]:
+        """(count, max id, sum of ids) of the feature labels of (dataset, model): changes whenever a
+        label is added or removed, read with one indexed aggregate query (cheap enough for every
+        dashboard rerun, unlike loading the whole table with `labels`)."""
+        row = self._read("SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(id), 0) FROM feature_labels "
+                         "WHERE dataset=? AND model=?", [dataset, model])[0]
+        return (int(row[0]), int(row[1]), int(row[2]))
+
     def delete_labels(self, ids: Iterable[int]) -> int:
         """Delete labels by id (undo); returns how many were removed."""
         ids = [int(i) for i in ids]

@@ -21,7 +21,7 @@ import streamlit as st
 from PIL import Image
 
 from core.audit.artifacts import audit_files, load_discovery, load_rankings
-from core.audit.artifacts import load_gaps
+from core.audit.artifacts import load_crops, load_gaps, load_sensitivity
 from core.audit.discover import DiscoveryConfig, discover_features
 from core.audit.labelling import class_progress, pair_status
 from core.audit.labelling import class_table as core_class_table
@@ -34,6 +34,7 @@ from core.concepts.artifacts import concept_ranking_dir, load_concept_ranking
 from core.data.manifest import Manifest
 from core.data.preview import sample_tile
 from core.device import device_options
+from core.figures import safe_figure
 from core.features.projection import project, subsample
 from core.features.store import load_features
 from core.mitigate.embeddings import embedding_rel, load_run_embedding
@@ -157,14 +158,25 @@ def discovery(ws, dataset: str, model: str, split: str, *, k: int = 5):
 
 
 def labels_stamp(ws, dataset: str, model: str) -> tuple:
-    """Changes whenever a label is added or removed for (dataset, model)."""
-    df = ws.labels(dataset, model)
-    return (len(df), int(df["id"].max()) if len(df) else 0, int(df["id"].sum()) if len(df) else 0)
+    """Changes whenever a label is added or removed for (dataset, model) (one aggregate query: a page
+    asks for it several times per rerun, so it must not load the label table)."""
+    return ws.labels_version(dataset, model)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _labels(root: str, dataset: str, model: str, stamp: tuple):
+    return workspace(root).labels(dataset, model)
+
+
+def labels(ws, dataset: str, model: str):
+    """`Workspace.labels` of (dataset, model) — loaded once per label change (shared, not copied: do not
+    mutate it)."""
+    return _labels(str(ws.root), dataset, model, labels_stamp(ws, dataset, model))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _verdicts(root: str, dataset: str, model: str, stamp: tuple):
-    return core_verdicts(workspace(root).labels(dataset, model))
+    return core_verdicts(_labels(root, dataset, model, stamp))
 
 
 def verdicts(ws, dataset: str, model: str):
@@ -323,7 +335,7 @@ def _label_pairs(root: str, dataset: str, model: str, lstamp: tuple, dstamp: tup
     top = top_features(ws, dataset, model)
     if top is None:
         return None
-    return pair_status(top, ws.labels(dataset, model))
+    return pair_status(top, _labels(root, dataset, model, lstamp))
 
 
 def _discovery_stamp(ws, dataset: str, model: str) -> tuple:
@@ -407,6 +419,38 @@ def projection(ws, dataset: str, model: str, split: str, *, method: str = "pca",
     rec = ws.get_feature_set(dataset, model, split)
     stamp = (rec.id, file_stamp(rec.features_path), file_stamp(rec.logits_path))
     return _projection(str(ws.root), dataset, model, split, method, int(max_points), stamp)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _crop_results(root: str, dataset: str, model: str, stamps: tuple):
+    ws = workspace(root)
+    return load_crops(ws, dataset, model), load_sensitivity(ws, dataset, model)
+
+
+def crop_results(ws, dataset: str, model: str):
+    """(crops.json dict or None, sensitivity table or None) of (dataset, model)
+    (`core.audit.artifacts.load_crops` / `load_sensitivity`), read once per file stamp (at 1,000
+    classes the CSV is thousands of rows). Shared: do not mutate."""
+    files = audit_files(dataset, model)
+    return _crop_results(str(ws.root), dataset, model,
+                         (file_stamp(ws.path(files.crops)), file_stamp(ws.path(files.sensitivity))))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _safe_chart(key: tuple, _build):
+    return safe_figure(_build())
+
+
+def safe_chart(ws, dataset: str, model: str, split: str, key: tuple, build):
+    """`core.figures.safe_figure` of ``build()`` (a zero-argument function returning a Plotly figure),
+    built once per ``key`` (everything else the figure depends on: view options, colour) and the
+    split's feature, label and manifest stamps. A 3,000-point scatter costs ~0.1-0.2 s to build and
+    escape; a rerun that only changes a selection reuses it. Shared: show it with
+    ``charts.plotly_chart(fig, escaped=True)``, never mutate it."""
+    rec = ws.get_feature_set(dataset, model, split)
+    stamps = ((rec.id, file_stamp(rec.features_path), file_stamp(rec.logits_path)), labels_stamp(ws, dataset, model),
+              file_stamp(ws.get_dataset(dataset).manifest_path))
+    return _safe_chart((str(ws.root), dataset, model, split, tuple(key), stamps), build)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -67,18 +67,30 @@ def _selected_rows(key: str) -> list[int]:
     return list(dict.fromkeys(out))
 
 
-def show_selection(fs, rows: list[int], *, key: str) -> None:
+def show_selection(ws, dataset: str, model: str, split: str, fs, rows: list[int], *, key: str) -> None:
     if not rows:
         st.caption("Draw a box or lasso around points (or click one) to see those images.")
         return
     st.markdown(f"**{len(rows):,} selected image(s)**" + (f" — the first {N_SELECTED_SHOWN} shown"
                                                            if len(rows) > N_SELECTED_SHOWN else ""))
-    preds = fs.preds() if fs.n <= 200_000 else None
+    preds = resources.predictions(ws, dataset, model, split) if fs.n <= 200_000 else None  # cached argmax
     items = []
     for r in rows[:N_SELECTED_SHOWN]:
         ok = "" if preds is None else (" ✓" if preds[r] == fs.labels[r] else " ✗")
         items.append(GridItem(path=fs.manifest.image_path(r), caption=f"row {r} · class {int(fs.labels[r])}{ok}"))
     image_grid(items, key=key, per_page=N_SELECTED_SHOWN, columns=12, size=64, paginate=False)
+
+
+@st.fragment
+def chart_and_selection(fig, ws, dataset: str, model: str, split: str, fs) -> None:
+    """The main scatter and the images of its selection, as a fragment: a box / lasso selection reruns
+    only this part (not the selectors, the projection look-ups and the before/after section)."""
+    def body() -> None:
+        plotly_chart(fig, escaped=True, key="emb_chart", on_select="rerun",
+                     selection_mode=("box", "lasso", "points"))
+        show_selection(ws, dataset, model, split, fs, _selected_rows("emb_chart"), key="emb_selected")
+
+    run_page(body)        # a fragment rerun runs outside the page's guard: the same error policy here
 
 
 def render() -> None:
@@ -113,9 +125,10 @@ def render() -> None:
     st.caption(note)
     title = f"{model} · {split} · {method.upper()} · coloured by {colour}"
     col, cat = _colour_column(t, colour)
-    plotly_chart(embedding_figure(t, colour=col, categorical=cat, title=title),
-                    key="emb_chart", on_select="rerun", selection_mode=("box", "lasso", "points"))
-    show_selection(fs, _selected_rows("emb_chart"), key="emb_selected")
+    # a selection reruns the page: the figure (built and escaped once per view) is reused
+    fig = resources.safe_chart(ws, dataset, model, split, ("embedding", method, int(max_points), colour),
+                               lambda: embedding_figure(t, colour=col, categorical=cat, title=title))
+    chart_and_selection(fig, ws, dataset, model, split, fs)
 
     st.subheader("Before / after a mitigation run")
     runs = runs_with_models(ws, dataset, model)
@@ -149,7 +162,8 @@ def render() -> None:
                                              title=f"{side}: " + (model if side == "before" else
                                                                   f"run #{run.id} {run.method}")),
                             key=f"emb_{side}", on_select="rerun", selection_mode=("box", "lasso", "points"))
-    show_selection(fs, _selected_rows("emb_before") or _selected_rows("emb_after"), key="emb_ba_selected")
+    show_selection(ws, dataset, model, split, fs, _selected_rows("emb_before") or _selected_rows("emb_after"),
+                   key="emb_ba_selected")
 
 
 run_page(render)

@@ -253,7 +253,7 @@ def render() -> None:
         disc = resources.discovery(ws, dataset, model, split, k=int(k))
     table_c = disc.table()
     table_c = table_c[(table_c.class_index == class_index) & (table_c["rank"] < int(k))]
-    labels = ws.labels(dataset, model)
+    labels = resources.labels(ws, dataset, model)        # cached per label stamp (one load per change)
     verdicts = resources.verdicts(ws, dataset, model)
 
     a1, a2, _ = st.columns([1, 2, 2])

@@ -1,7 +1,9 @@
 """Gaps: per-class spurious gap acc(high spuriosity) − acc(low) with its bootstrap interval, for any
 number of classes: a sorted view (top/bottom N by gap or by interval width), a search, clickable bars
 (a click opens that class in Rankings), unranked classes counted by their true reason with an
-expandable list, and a table comparing every model that has features of the split. A "Ranking"
+expandable list, a "Class" section (the class navigator, bound to the shared current class: that
+class's gap, interval, slice size and accuracies, and a button to open it in Rankings), and a table
+comparing every model that has features of the split. A "Ranking"
 selector (when the split has concept rankings) measures all of it on a saved concept ranking
 ("by concept: water") with the same gap code."""
 from __future__ import annotations
@@ -13,7 +15,7 @@ from core.audit.coverage import NO_SPURIOUS, REASONS, unranked_summary, unranked
 from core.audit.labelling import sort_classes
 from dashboard import resources
 from dashboard.components.charts import gap_view_figure, plotly_chart
-from dashboard.components.class_nav import RANKINGS_PAGE, class_label, open_class, set_class
+from dashboard.components.class_nav import RANKINGS_PAGE, class_label, class_navigator, open_class, set_class
 from dashboard.components.concept_pick import ranking_choice
 from dashboard.components.guard import run_page
 from dashboard.components.ranking_note import saved_ranking_note
@@ -22,6 +24,7 @@ from dashboard.components.state import features_page, md_escape
 GO_RANKINGS_KEY = "gaps_go_rankings"
 RANKING_KEY = "gaps_ranking"          # the Ranking selector: None = by features, else a concept ranking's name
 RANK_RANKING_KEY = "rank_ranking"     # Rankings' Ranking selector (dashboard/app_pages/rankings.py)
+NAV_KEY = "gaps_nav"                  # the class navigator's widget keys (search, order, status)
 NO_CONCEPT_SCORE = "no finite concept score"
 #: view name -> (column, ascending)
 VIEWS = {
@@ -71,6 +74,32 @@ def _on_bar_select(split: str, concept: str | None = None) -> None:
             set_class(int(cd[0]))
             st.session_state[GO_RANKINGS_KEY] = True
             return
+
+
+def class_section(ws, dataset: str, model: str, class_names, per_class: pd.DataFrame, unranked: pd.DataFrame,
+                  split: str, concept: str | None) -> None:
+    """The class navigator (the shared current class) and that class's gap, interval, slice size and
+    accuracies on this page's split and ranking, with a button that opens it in Rankings."""
+    st.subheader("Class")
+    c = class_navigator(ws, dataset, model, class_names, len(per_class), split=split, key=NAV_KEY)
+    row = per_class[per_class.class_index == c]
+    if not len(row) or not bool(row.ranked.iloc[0]):
+        why = unranked.loc[unranked.class_index == c, "why"]
+        st.info(f"Class **{md_escape(class_label(class_names, c))}** is not ranked on {md_escape(split)}"
+                + (f": {why.iloc[0]}." if len(why) else "."), icon=":material/info:")
+    else:
+        r = row.iloc[0]
+        m1, m2, m3 = st.columns(3)          # three per row, as the pooled metrics: an interval needs the width
+        m4, m5, _ = st.columns(3)
+        m1.metric("Gap", f"{r.gap * 100:+.1f} pts", help="acc(high) − acc(low) of this class")
+        m2.metric("Interval", f"[{r.ci_low * 100:+.1f}, {r.ci_high * 100:+.1f}]" if pd.notna(r.ci_low) else "—",
+                  help="bootstrap interval of the gap")
+        m3.metric("Images (k per slice)", f"{int(r.n):,} ({int(r.k)})",
+                  help="images of the class in the split; k highest and k lowest are compared")
+        m4.metric("Accuracy high", f"{r.acc_high:.1%}", help="on the k highest-spuriosity images")
+        m5.metric("Accuracy low", f"{r.acc_low:.1%}", help="on the k lowest-spuriosity images")
+    if st.button("Open in Rankings", key="gaps_open", icon=":material/sort:"):
+        _open_in_rankings(int(c), split, concept)
 
 
 def render() -> None:
@@ -141,11 +170,8 @@ def render() -> None:
         st.caption("gap = acc(k highest-spuriosity images) − acc(k lowest), disjoint slices; error bars: "
                    "bootstrap interval. A positive gap means the model leans on the spurious cue. "
                    "Click a bar to open that class in **Rankings**.")
-        o1, o2 = st.columns([3, 1])
-        pick = o1.selectbox("Open a class of this view in Rankings", view.class_index.astype(int).tolist(),
-                            format_func=lambda c: class_label(class_names, c), key="gaps_open_class")
-        if o2.button("Open in Rankings", key="gaps_open", icon=":material/sort:"):
-            _open_in_rankings(int(pick), split, cname)
+
+    class_section(ws, dataset, model, class_names, per_class, unranked, split, cname)
 
     negative = per_class[per_class.get("negative", False) == True]  # noqa: E712
     if len(negative):

@@ -12,11 +12,13 @@ import streamlit as st
 from core.figures import safe_figure
 
 
-def plotly_chart(fig: go.Figure, **kwargs):
+def plotly_chart(fig: go.Figure, *, escaped: bool = False, **kwargs):
     """``st.plotly_chart`` of ``fig`` with its user strings (class, model, dataset, concept names) made
     literal (`core.figures.safe_figure`: Plotly text would turn ``<a href>`` in a name into a link).
-    Every page shows figures through this; returns what ``st.plotly_chart`` returns (the selection)."""
-    return st.plotly_chart(safe_figure(fig), **kwargs)
+    Every page shows figures through this; returns what ``st.plotly_chart`` returns (the selection).
+    ``escaped=True``: ``fig`` already is `safe_figure`'s output (a figure cached by
+    `dashboard.resources.safe_chart`), so the costly copy is not made again."""
+    return st.plotly_chart(fig if escaped else safe_figure(fig), **kwargs)
 
 
 def run_comparison_figure(table: pd.DataFrame, *, metrics: Sequence[str],
