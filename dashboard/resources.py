@@ -22,6 +22,7 @@ from PIL import Image
 
 from core.audit.artifacts import audit_files, load_discovery, load_rankings
 from core.audit.artifacts import load_crops, load_gaps, load_sensitivity
+from core.audit.crops import crop_pair_tile
 from core.audit.discover import DiscoveryConfig, discover_features
 from core.audit.labelling import class_progress, pair_status
 from core.audit.labelling import class_table as core_class_table
@@ -553,3 +554,22 @@ def salient_tile(ws, dataset: str, model: str, mask: int, split: str, row: int, 
     stamp = file_stamp(salient_index_path(ws, dataset, model))
     return _salient_tile(str(ws.root), dataset, model, int(mask), split, int(row), int(size), stamp)
 
+
+
+# ------------------------------------------------------------------------------------------------
+# core crops shown on Crops & sensitivity — core.audit.crops.crop_pair_tile over the saved boxes
+# ------------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=1024)
+def _crop_tile(root: str, dataset: str, split: str, row: int, box: tuple, size: int, stamp: tuple) -> bytes:
+    image = manifest(workspace(root), dataset).split(split).load_image(row)
+    buf = io.BytesIO()
+    crop_pair_tile(image, box, size=size).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def crop_tile(ws, dataset: str, split: str, row: int, box: tuple, size: int = THUMB_SIZE) -> bytes:
+    """PNG: row ``row`` of ``split`` with its core-crop ``box`` (fractions, `core.audit.crops.crop_examples`)
+    outlined, beside the crop; cached per manifest file stamp."""
+    rec = ws.get_dataset(dataset)
+    return _crop_tile(str(ws.root), dataset, split, int(row), tuple(float(v) for v in box), int(size),
+                      file_stamp(rec.manifest_path))

@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image, ImageDraw
 from torchvision.transforms.v2 import functional as TF
 
 from core.device import resolve_device
@@ -22,7 +23,7 @@ from core.features.maps import activation_maps, soft_mask
 from core.progress import ProgressFn, null_progress
 
 __all__ = ["CropConfig", "CropResult", "square_box", "crop_box", "apply_crop", "class_feature_masks",
-           "evaluate_core_crops", "predict"]
+           "evaluate_core_crops", "predict", "crop_examples", "crop_pair_tile"]
 
 
 @dataclass
@@ -49,6 +50,7 @@ class CropResult:
     pred_before: np.ndarray
     pred_after: np.ndarray
     skipped_classes: list[int] = field(default_factory=list)
+    kept: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     def to_dict(self) -> dict:
         return {"acc_before": self.acc_before, "acc_after": self.acc_after, "n": int(len(self.boxes)),
@@ -158,4 +160,35 @@ def evaluate_core_crops(model: torch.nn.Module, images: torch.Tensor, labels: np
     return CropResult(acc_before=float((before == labels).mean()) if len(keep) else float("nan"),
                       acc_after=float((after == labels).mean()) if len(keep) else float("nan"),
                       per_class=pd.DataFrame(rows, columns=["class_index", "n", "acc_before", "acc_after"]),
-                      boxes=boxes, pred_before=before, pred_after=after, skipped_classes=skipped)
+                      boxes=boxes, pred_before=before, pred_after=after, skipped_classes=skipped, kept=keep)
+
+
+def crop_examples(result: CropResult, rows: np.ndarray, labels: np.ndarray, *, height: int, width: int) -> list[dict]:
+    """One record per evaluated image, for showing the crops without the model: ``row`` (its row in the
+    split, from ``rows`` (B,) aligned with the input batch), ``class_index``, ``box`` = (top, left, side)
+    as fractions (top / H, left / W, side / H, side / W) so it applies to the image at any size, and the
+    predicted class before and after the crop."""
+    rows = np.asarray(rows, dtype=np.int64)[result.kept]
+    labels = np.asarray(labels, dtype=np.int64)[result.kept]
+    return [{"row": int(r), "class_index": int(c),
+             "box": [round(t / height, 5), round(l_ / width, 5), round(side / height, 5), round(side / width, 5)],
+             "pred_before": int(b), "pred_after": int(a)}
+            for r, c, (t, l_, side), b, a in zip(rows, labels, result.boxes, result.pred_before, result.pred_after)]
+
+
+def crop_pair_tile(image: Image.Image, box: Sequence[float], *, size: int) -> Image.Image:
+    """(2 size, size) RGB tile: the image with its core-crop box outlined (yellow) beside the crop itself.
+    ``box``: (top, left, side_h, side_w) as fractions of the image (`crop_examples`)."""
+    image = image.convert("RGB")
+    W, H = image.size
+    t, l_, sh, sw = box
+    px = (int(round(l_ * W)), int(round(t * H)), int(round((l_ + sw) * W)), int(round((t + sh) * H)))
+    crop = image.crop(px).resize((size, size), Image.BILINEAR)
+    framed = image.resize((size, size), Image.BILINEAR)
+    sx, sy = size / W, size / H
+    ImageDraw.Draw(framed).rectangle([px[0] * sx, px[1] * sy, px[2] * sx - 1, px[3] * sy - 1],
+                                     outline=(255, 221, 0), width=max(1, size // 48))
+    tile = Image.new("RGB", (2 * size + 4, size), (255, 255, 255))
+    tile.paste(framed, (0, 0))
+    tile.paste(crop, (size + 4, 0))
+    return tile

@@ -25,7 +25,7 @@ import torch
 
 from core.audit.artifacts import audit_files, current_verdicts, load_discovery, load_rankings, load_sensitivity
 from core.audit.collisions import collision_summary, find_collisions
-from core.audit.crops import evaluate_core_crops
+from core.audit.crops import crop_examples, evaluate_core_crops
 from core.audit.discover import DiscoveryConfig, DiscoveryResult, discover_features
 from core.audit.gaps import GapConfig, compare_models, spurious_gaps
 from core.audit.labels import MaskLabelConfig, auto_labels_from_masks, core_features, spurious_features
@@ -303,7 +303,8 @@ def run_core_crops(ws: Workspace, dataset: str, model: str, *, split: str, fract
     res = evaluate_core_crops(load_workspace_model(ws, model), images, labels, core, device=device,
                               progress=progress)
     out = res.to_dict()
-    out.update(split=split, fraction=fraction)
+    out.update(split=split, fraction=fraction,
+               images=crop_examples(res, rows, labels, height=images.shape[-2], width=images.shape[-1]))
     ws.write_json(audit_files(dataset, model).crops, out)
     return out
 

@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from core.audit.artifacts import ranked_splits
+from core.audit.pipeline import MASK_SOURCES
 from core.audit.plots import sensitivity_bars
 from dashboard import resources
 from dashboard.components.charts import plotly_chart
@@ -136,7 +137,24 @@ def all_class_sensitivity(sens: pd.DataFrame, class_names: list[str]) -> None:
             st.dataframe(show, hide_index=True)
 
 
-def class_view(crops: dict | None, sens: pd.DataFrame | None, class_names: list[str], c: int) -> None:
+def crop_grid(ws, dataset: str, crops: dict, class_names: list[str], c: int, *, shown: int = 12) -> None:
+    """Up to ``shown`` of class ``c``'s cropped images (saved boxes; nothing is recomputed)."""
+    mine = [r for r in crops.get("images") or [] if int(r["class_index"]) == c]
+    if not mine:
+        st.caption("These results hold no crop boxes (run crops again to see the images).")
+        return
+    cols = st.columns(4)
+    for i, r in enumerate(mine[:shown]):
+        before, after = _name(class_names, r["pred_before"]), _name(class_names, r["pred_after"])
+        mark = "✓" if int(r["pred_after"]) == c else "✗"
+        cols[i % 4].image(resources.crop_tile(ws, dataset, crops.get("split", ""), int(r["row"]), tuple(r["box"])),
+                          caption=f"{before} → {after} {mark}")
+    if len(mine) > shown:
+        st.caption(f"{shown} of {len(mine)} cropped images of this class shown.")
+
+
+def class_view(ws, dataset: str, crops: dict | None, sens: pd.DataFrame | None, class_names: list[str],
+               c: int) -> None:
     """The current class's core-crop row and sensitivity rows (or why it has none)."""
     label = md_escape(f"{c}: {_name(class_names, c)}")
     if crops is not None:
@@ -149,8 +167,9 @@ def class_view(crops: dict | None, sens: pd.DataFrame | None, class_names: list[
             m2.metric("Accuracy after crop", f"{r.acc_after:.1%}", delta=f"{r.gain * 100:+.1f} pts")
             m3.metric("Images cropped", f"{int(r.n):,}")
             st.caption(f"The top {crops.get('fraction', 0.2):.0%} highest-spuriosity images of class {label} on "
-                       f"{md_escape(crops.get('split', '?'))}. The crops job saves accuracies, not the cropped "
-                       "images, so none are shown here.")
+                       f"{md_escape(crops.get('split', '?'))}: each image with its core-crop box (yellow) beside "
+                       "the crop, and the model's prediction before → after.")
+            crop_grid(ws, dataset, crops, class_names, c)
         elif c in {int(x) for x in crops.get("skipped_classes") or []}:
             st.info(f"Core crops skipped class {label}: it has no core feature labelled.", icon=":material/info:")
         else:
@@ -183,7 +202,11 @@ def render() -> None:
         c1, c2, c3 = st.columns(3)
         choices = ranked or splits
         split = c1.selectbox("Split", choices, index=len(choices) - 1, key="crops_split")
-        mask_from = c2.selectbox("Sensitivity masks from", ["core", "spurious", "object"], key="crops_mask")
+        sources = [m for m in MASK_SOURCES if not m.startswith("salient")] + \
+            ([m for m in MASK_SOURCES if m.startswith("salient")] if resources.salient_masks(ws, dataset, model) else [])
+        mask_from = c2.selectbox("Sensitivity masks from", sources, key="crops_mask",
+                                 help="core / spurious: activation maps of the class's labelled features; object: "
+                                      "the dataset's object masks; salient*: imported Salient ImageNet masks")
         device = c3.selectbox("Device", resources.device_choices(), format_func=resources.device_label, key="crops_device")
         st.caption("Both need a saved ranking of the split (run the audit) and labelled core features. "
                    "From a terminal:")
@@ -217,7 +240,7 @@ def render() -> None:
     nav_split = result_split if result_split in splits else None
     fs = resources.feature_set(ws, dataset, model, nav_split or splits[-1])
     c = class_navigator(ws, dataset, model, page.class_names, fs.num_classes, split=nav_split, key=NAV_KEY)
-    class_view(crops, sens if has_sens else None, page.class_names, c)
+    class_view(ws, dataset, crops, sens if has_sens else None, page.class_names, c)
 
     st.subheader("All classes")
     if crops is not None:

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.audit.crops import apply_crop, crop_box, evaluate_core_crops, square_box
+from PIL import Image
+
+from core.audit.crops import apply_crop, crop_box, crop_examples, crop_pair_tile, evaluate_core_crops, square_box
 from core.audit.sensitivity import (CORRUPTIONS, SensitivityConfig, corrupt, feature_masks, measure_sensitivity,
                                     random_region)
 
@@ -37,6 +39,26 @@ def test_core_crop_recovers_object_from_spurious_background(channel_model):
     assert res.per_class.iloc[0].tolist() == [0, 5, 0.0, 1.0]
     res2 = evaluate_core_crops(channel_model, imgs, np.array([0, 0, 1, 1, 1]), {0: [0]}, device="cpu")
     assert res2.skipped_classes == [1] and len(res2.boxes) == 2
+    # the saved records: only evaluated images, their split rows, boxes as fractions of the 12 px image
+    ex = crop_examples(res2, np.array([40, 41, 42, 43, 44]), np.array([0, 0, 1, 1, 1]), height=12, width=12)
+    assert [e["row"] for e in ex] == [40, 41] and {e["class_index"] for e in ex} == {0}
+    assert all(e["pred_before"] == 1 and e["pred_after"] == 0 for e in ex)
+    t, l_, side = res2.boxes[0]
+    assert ex[0]["box"] == [round(t / 12, 5), round(l_ / 12, 5), round(side / 12, 5), round(side / 12, 5)]
+
+
+def test_crop_pair_tile_outlines_the_box_and_shows_the_crop():
+    img = np.zeros((40, 80, 3), np.uint8)
+    img[10:30, 40:60] = (255, 0, 0)                         # the "core" region: a red 20 x 20 square
+    tile = np.asarray(crop_pair_tile(Image.fromarray(img), (10 / 40, 40 / 80, 20 / 40, 20 / 80), size=32))
+    assert tile.shape == (32, 2 * 32 + 4, 3)
+    crop = tile[:, 36:]
+    assert (crop[4:-4, 4:-4] == (255, 0, 0)).all()          # the crop is the red square, resized
+    left = tile[:, :32]
+    yellow = (left == (255, 221, 0)).all(-1)
+    ys, xs = np.nonzero(yellow)
+    assert ys.min() == 8 and xs.min() == 16                 # the box, scaled to the 32 x 32 left half
+    assert not yellow[:, :14].any()
 
 
 @pytest.mark.parametrize("kind", CORRUPTIONS)
