@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -113,7 +113,8 @@ class ClipScorer:
 
 def concept_spuriosity(scores: np.ndarray, labels: np.ndarray, *, spurious: Sequence[int],
                        core: Sequence[int] = ()) -> np.ndarray:
-    """Spuriosity from CLIP concept scores, z-scored within each class.
+    """Spuriosity from CLIP concept scores with the same concept columns for every class, z-scored
+    within each class (`class_concept_spuriosity` with one column list shared by all classes).
 
     Args:
         scores: (N, T) concept similarities from `ClipScorer.concept_scores`.
@@ -123,20 +124,55 @@ def concept_spuriosity(scores: np.ndarray, labels: np.ndarray, *, spurious: Sequ
 
     Returns (N,) float32: higher = stronger spurious concept relative to the rest of its class.
     """
+    if not spurious:
+        raise SpurAuditError("name at least one spurious concept column")
+    classes = np.unique(np.asarray(labels))
+    return class_concept_spuriosity(scores, labels, spurious={c: spurious for c in classes},
+                                    core={c: core for c in classes})
+
+
+def class_concept_spuriosity(scores: np.ndarray, labels: np.ndarray, *, spurious: Mapping[int, Sequence[int]],
+                             core: Mapping[int, Sequence[int]] | None = None) -> np.ndarray:
+    """Per-class concept spuriosity: each class is measured with its own spurious and core concepts.
+
+    For an image i of class c:  raw_i = mean_{t in spurious[c]} scores[i, t] − mean_{t in core[c]} scores[i, t]
+    (the core term is 0 when ``core[c]`` is empty or absent), then z-scored among the images of class c
+    (a class whose raw values are all equal gets 0s, not a division by zero).
+
+    Args:
+        scores: (N, T) concept similarities (e.g. `ClipScorer.concept_scores` over the union of every
+            class's concept texts).
+        labels: (N,) class of each image.
+        spurious: class -> columns of ``scores`` with that class's spurious concepts. A class of
+            ``labels`` missing here (or with no columns) is not ranked: NaN for its images.
+        core: class -> columns of that class's core concepts, subtracted (more of the object = less spurious).
+
+    Returns (N,) float32: higher = more of the class's spurious concepts, less of its core ones,
+    relative to the rest of the class; NaN for the images of classes without spurious columns.
+    """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
     if scores.ndim != 2 or len(scores) != len(labels):
         raise SpurAuditError(f"scores must be (N, T) with N = len(labels); got {scores.shape} and {len(labels)}")
-    if not spurious:
-        raise SpurAuditError("name at least one spurious concept column")
-    raw = scores[:, list(spurious)].mean(1)
-    if core:
-        raw = raw - scores[:, list(core)].mean(1)
-    out = np.zeros(len(raw))
+    core = core or {}
+    n_cols = scores.shape[1]
+    for kind, table in (("spurious", spurious), ("core", core)):
+        for c, cols in table.items():
+            bad = [int(t) for t in cols if not 0 <= int(t) < n_cols]
+            if bad:
+                raise SpurAuditError(f"class {c}: {kind} concept columns {bad} are outside the {n_cols} score columns")
+    out = np.full(len(labels), np.nan)
     for c in np.unique(labels):
+        cols = list(spurious.get(c, ()))
+        if not cols:
+            continue
         sel = labels == c
-        std = raw[sel].std()
-        out[sel] = (raw[sel] - raw[sel].mean()) / (std if std > 0 else 1.0)
+        raw = scores[np.ix_(sel, cols)].mean(1)                     # (n_c,)
+        core_cols = list(core.get(c, ()))
+        if core_cols:
+            raw = raw - scores[np.ix_(sel, core_cols)].mean(1)
+        std = raw.std()
+        out[sel] = (raw - raw.mean()) / (std if std > 0 else 1.0)
     return out.astype(np.float32)
 
 
