@@ -75,6 +75,8 @@ def check_templates(templates: list[str]) -> list[str]:
 
 
 PER_CLASS_HEADER = ("class", "kind", "text")
+#: the columns of the Automation page's override table (`per_class_from_rows`)
+PER_CLASS_COLUMNS = ("class", "spurious", "core")
 
 
 def _class_index(key: object, class_names: Sequence[str]) -> int:
@@ -152,6 +154,27 @@ def class_concepts(class_names: Sequence[str], *, spurious: Sequence[str], core:
     return out
 
 
+def per_class_from_rows(rows: Sequence[Mapping[str, object]]) -> dict[str, dict[str, str]]:
+    """Overrides from table rows ``{"class": ..., "spurious": "a, b", "core": "c"}`` (the Automation
+    page's editor: comma-separated cells) -> ``{class: {"spurious": text, "core": text}}`` for
+    `check_per_class` (which splits the texts and refuses an empty cell). Fully blank rows are
+    dropped; a row without a class, or a class in two rows, is a `SpurAuditError` naming the row."""
+    def cell(value: object) -> str:
+        return "" if value is None or (isinstance(value, float) and value != value) else str(value).strip()
+
+    out: dict[str, dict[str, str]] = {}
+    for i, row in enumerate(rows, start=1):
+        cls, spurious, core = (cell(row.get(k)) for k in PER_CLASS_COLUMNS)
+        if not (cls or spurious or core):
+            continue
+        if not cls:
+            raise SpurAuditError(f"override row {i}: type the class it is for (or delete the row)")
+        if cls in out:
+            raise SpurAuditError(f"override row {i}: class {cls!r} already has an override above; keep one row per class")
+        out[cls] = {"spurious": spurious, "core": core}
+    return out
+
+
 def read_per_class_csv(text: str, *, source: str = "per-class file") -> dict[str, dict[str, list[str]]]:
     """Per-class overrides from CSV text with the header ``class,kind,text`` (one concept per row,
     ``kind`` spurious or core; rows of one class and kind are collected in order) ->
@@ -195,6 +218,6 @@ def load_per_class_file(path: str | Path) -> dict[str, dict[str, list[str]]]:
     return read_per_class_csv(text, source=f"per-class concepts file {p.name}")
 
 
-__all__ = ["PER_CLASS_HEADER", "check_per_class", "class_concepts", "read_per_class_csv",
+__all__ = ["PER_CLASS_HEADER", "PER_CLASS_COLUMNS", "per_class_from_rows", "check_per_class", "class_concepts", "read_per_class_csv",
            "load_per_class_file", "load_vocabulary", "default_spurious_concepts", "default_templates", "core_concepts", "parse_concepts",
            "check_templates", "VOCABULARY_PATH"]
