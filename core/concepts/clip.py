@@ -11,6 +11,7 @@ but gives meaningless scores (tests use it that way, and say so).
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -36,6 +37,22 @@ class ClipConfig:
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
 
 
+def _weights_error(pretrained: str | None, model_name: str, exc: BaseException) -> str:
+    """The message for CLIP weights that would not load: a file that is no checkpoint, a checkpoint of
+    another architecture (the first of its key mismatches, not the whole list), or a tag not cached."""
+    detail = " ".join(str(exc).split())
+    if pretrained and Path(pretrained).is_file():
+        name = Path(pretrained).name
+        if "state_dict" in detail:
+            return (f"CLIP weights file {name} does not fit the architecture {model_name}: {detail[:300]}...; pick the "
+                    "CLIP model the file was saved from (its open_clip name)")
+        # (torch's own text for an unreadable file suggests weights_only=False, which this code never does)
+        return (f"CLIP weights file {name} is not a readable PyTorch / safetensors checkpoint "
+                f"({type(exc).__name__}); give the weights file of an open_clip model")
+    return (f"could not load CLIP weights {pretrained!r} for {model_name}: {detail[:300]}. Without internet, pass a "
+            "local weights file with --clip-weights PATH (or pretrained=None for a random-init test model)")
+
+
 class ClipScorer:
     """Embeds images and texts with one open_clip model and scores concepts.
 
@@ -59,11 +76,8 @@ class ClipScorer:
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 self.config.model_name, pretrained=pretrained or None, device=self.device)
-        except RuntimeError as exc:
-            raise SpurAuditError(
-                f"could not load CLIP weights {pretrained!r} for {self.config.model_name}: {exc}. Without internet, "
-                "pass a local weights file with --clip-weights PATH (or pretrained=None for a random-init test model)"
-            ) from exc
+        except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, KeyError, OSError) as exc:
+            raise SpurAuditError(_weights_error(pretrained, self.config.model_name, exc)) from exc
         self.model = model.eval()
         self.tokenizer = open_clip.get_tokenizer(self.config.model_name)
         visual = model.visual

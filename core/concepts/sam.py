@@ -11,6 +11,7 @@ that exercises the code path (tests do that, and say so) but does not segment an
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -88,7 +89,14 @@ class SamSegmenter:
             if not path.is_file():
                 raise SpurAuditError(f"SAM checkpoint {path} does not exist; download sam_vit_b_01ec64.pth "
                                      "(or the one matching --sam-type) and pass its path")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as exc:
+                raise SpurAuditError(f"SAM checkpoint {path.name} is not a readable PyTorch checkpoint "
+                                     f"({type(exc).__name__}); give a sam_vit_*.pth file") from exc
+            if not isinstance(state, dict):
+                raise SpurAuditError(f"SAM checkpoint {path.name} holds a {type(state).__name__}, not a state dict; "
+                                     "give a sam_vit_*.pth file")
             missing, unexpected = model.load_state_dict(state, strict=False)
             if missing or unexpected:
                 raise SpurAuditError(
