@@ -109,13 +109,14 @@ class ClipScorer:
         """L2-normalised concept embeddings (T, E): each concept averaged over the prompt templates."""
         if not concepts or any(not str(c).strip() for c in concepts):
             raise SpurAuditError("concept texts must be non-empty strings, e.g. 'water' or 'a grassy background'")
-        rows = []
-        for concept in concepts:
-            prompts = [t.format(concept) for t in self.config.templates]
-            tokens = self.tokenizer(prompts).to(self.device)
-            emb = F.normalize(self.model.encode_text(tokens).float(), dim=-1).mean(0)
-            rows.append(F.normalize(emb, dim=-1).cpu())
-        return torch.stack(rows)
+        templates = self.config.templates
+        prompts = [t.format(concept) for concept in concepts for t in templates]      # (T * P,) concept-major
+        # batched: a per-class run embeds one core text per class (1,000 classes = 1,000+ texts)
+        step = max(1, self.config.batch_size)
+        emb = torch.cat([F.normalize(self.model.encode_text(self.tokenizer(prompts[i:i + step]).to(self.device)).float(),
+                                     dim=-1).cpu() for i in range(0, len(prompts), step)])    # (T * P, E)
+        emb = emb.view(len(concepts), len(templates), -1).mean(1)                       # (T, E) template mean
+        return F.normalize(emb, dim=-1)
 
     def concept_scores(self, images: torch.Tensor, concepts: Sequence[str], *,
                        progress: ProgressFn | None = None) -> np.ndarray:

@@ -83,3 +83,18 @@ def test_a_weights_file_of_the_wrong_kind_is_a_clear_error(scorer, tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(SpurAuditError, match="clip.pt is not a readable PyTorch / safetensors checkpoint"):
         ClipScorer(ClipConfig(model_name="spuraudit-tiny-clip", pretrained=str(junk)), device="cpu")
+
+
+def test_batched_text_embeddings_match_one_concept_at_a_time(scorer):
+    """Prompts are embedded in batches that cut across concepts (batch 5, 3 templates here); each
+    concept is still the normalised mean over its own templates."""
+    concepts = ["water", "grass", "a brick wall", "snow"]
+    old = scorer.config.batch_size
+    scorer.config.batch_size = 5
+    try:
+        together = scorer.embed_texts(concepts)
+        alone = torch.cat([scorer.embed_texts([c]) for c in concepts])
+    finally:
+        scorer.config.batch_size = old
+    assert together.shape == (4, 32) and torch.allclose(together, alone, atol=1e-5)
+    assert torch.allclose(together.norm(dim=1), torch.ones(4), atol=1e-5)
