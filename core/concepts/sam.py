@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -27,10 +28,8 @@ from core.progress import ProgressFn, null_progress
 
 def _build_tiny(checkpoint: None = None):
     """A small SAM for tests: SAM's own image encoder, prompt encoder and mask decoder classes at toy
-    sizes (1 ViT block on 256-pixel inputs, 32-d prompts), so a test image takes milliseconds, not the
-    seconds a 1,024-pixel encoder needs on a CPU. ``checkpoint`` is unused (weights load in `SamSegmenter`)."""
-    from functools import partial
-
+    sizes (1 ViT block on 256-pixel inputs, 32-d prompts): ~0.1 s an image on this CPU, where the
+    1,024-pixel encoder made the audit chain's SAM step of a 40-image test take ~70 s. ``checkpoint`` is unused (weights load in `SamSegmenter`)."""
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
     image_size, patch, dim = 256, 16, 32
