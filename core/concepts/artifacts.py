@@ -56,8 +56,11 @@ class ConceptRanking:
 
     @property
     def label(self) -> str:
-        """How a page names it: ``by concept: water, sky``."""
-        return "by concept: " + ", ".join(self.concepts or [self.name])
+        """How a page names it: ``by concept: water, sky`` (+ ``(own concepts for 3 classes)`` when
+        some classes have per-class overrides)."""
+        own = f" (own concepts for {len(self.per_class)} class{'es' if len(self.per_class) != 1 else ''})" \
+            if self.per_class else ""
+        return "by concept: " + ", ".join(self.concepts or [self.name]) + own
 
 
 def list_concept_rankings(ws: Workspace, dataset: str, *, split: str | None = None) -> list[ConceptRanking]:

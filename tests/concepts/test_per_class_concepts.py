@@ -132,6 +132,7 @@ def test_pipeline_scores_each_class_with_its_own_concepts(tex):
     meta = {r.name: r for r in list_concept_rankings(ws, "tex")}["over"]
     assert meta.per_class == {"3": {"spurious": ["gravel"], "core": ["a digit three"]}}
     assert meta.core_default == "class name" and over["per_class"] == meta.per_class
+    assert meta.label == "by concept: a brick wall, grass (own concepts for 1 class)"
     cols = meta.columns
     assert cols[:3] == ["a brick wall", "grass", "a 0"] and {"gravel", "a digit three"} <= set(cols)
     assert "a 3" not in cols                                       # class 3's own core was overridden
@@ -151,5 +152,7 @@ def test_pipeline_scores_each_class_with_its_own_concepts(tex):
     assert not np.allclose(got[y == 3], b[y == 3], atol=1e-3)        # class 3: its own concepts
     table = ws.concepts("tex")
     assert set(table[table.class_index == 3].text) == {"gravel", "a digit three"}
+    shared = table[table.class_index.isna()]
+    assert sorted(shared.text) == ["a brick wall", "grass"]             # recorded once over both runs
     with pytest.raises(SpurAuditError, match="unknown class 'zebra'"):
         _run(ws, concepts=["grass"], per_class={"zebra": {"spurious": ["grass"]}})
