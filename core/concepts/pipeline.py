@@ -77,14 +77,13 @@ def run_clip_spuriosity(ws: Workspace, dataset: str, *, concepts: Sequence[str],
     check_name("concept ranking", name)
     class_names = [str(n) for n in load_manifest(ws, dataset).class_names]
     # validated before CLIP is built or any image is read: a bad override fails fast
-    per_class_texts = class_concepts(class_names, spurious=concepts, core=shared_core, per_class=per_class)
     overrides = {class_names[c]: v for c, v in sorted(check_per_class(per_class, class_names).items())}
+    per_class_texts = class_concepts(class_names, spurious=concepts, core=shared_core, per_class=overrides)
     scorer = ClipScorer(clip or ClipConfig(), device=device)
     x, labels, manifest = _split_images(ws, dataset, split, progress=sub_progress(progress, 0.0, 0.2))
-    columns: list[str] = []
-    for entry in per_class_texts:          # the union of every class's texts, first-seen order
-        columns += [t for t in entry["spurious"] + entry["core"] if t not in columns]
-    col = {t: i for i, t in enumerate(columns)}
+    # the union of every class's texts, first-seen order (a dict keeps the order, and is fast at 1,000 classes)
+    col = {t: i for i, t in enumerate(dict.fromkeys(t for e in per_class_texts for t in e["spurious"] + e["core"]))}
+    columns = list(col)
     scores = scorer.concept_scores(x, columns, progress=sub_progress(progress, 0.2, 0.95))    # (N, T)
     spur = class_concept_spuriosity(
         scores, labels, spurious={c: [col[t] for t in e["spurious"]] for c, e in enumerate(per_class_texts)},
@@ -94,7 +93,8 @@ def run_clip_spuriosity(ws: Workspace, dataset: str, *, concepts: Sequence[str],
     known = set(zip(table.text, table.class_index.map(lambda v: None if pd.isna(v) else int(v)), table.kind)) \
         if len(table) else set()
     wanted = [(t, None, "spurious") for t in concepts] + [(t, None, "core") for t in shared_core or []]
-    wanted += [(t, class_names.index(cls), kind) for cls, entry in overrides.items()
+    index = {n: c for c, n in enumerate(class_names)}
+    wanted += [(t, index[cls], kind) for cls, entry in overrides.items()
                for kind, texts in entry.items() for t in texts]
     for text, class_index, kind in wanted:
         if (text, class_index, kind) not in known:
