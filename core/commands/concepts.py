@@ -7,6 +7,7 @@ from typing import Any
 from core.concepts.clip import ClipConfig
 from core.concepts.pipeline import run_clip_labels, run_clip_spuriosity, run_sam_labels
 from core.concepts.sam import SamConfig
+from core.concepts.vocabulary import load_per_class_file
 
 
 def _clip_options(parser: argparse.ArgumentParser) -> None:
@@ -36,8 +37,14 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     score = _action(sub, common, "clip-rank", "spuriosity of every image of a split from CLIP similarity to "
                     "concept texts")
     score.add_argument("--split", default="val")
-    score.add_argument("--core-concept", action="append", default=[],
-                       help="a core concept whose presence lowers spuriosity, repeatable")
+    score.add_argument("--core-concept", action="append", default=None,
+                       help="a core concept whose presence lowers spuriosity, repeatable; used for every class "
+                            "(default: each class's own name)")
+    score.add_argument("--per-class", metavar="FILE", default=None,
+                       help="CSV of per-class overrides with the header class,kind,text (one concept per row; "
+                            "class = name or index, kind = spurious or core; a kind a class leaves out keeps "
+                            "its default)")
+    score.add_argument("--name", default=None, help="the ranking's name (default: from the concepts)")
     _clip_options(score)
     score.set_defaults(handler=_clip_rank)
 
@@ -63,10 +70,14 @@ def _clip_config(args: argparse.Namespace) -> ClipConfig:
 
 def _clip_rank(ctx: Any) -> int:
     a = ctx.args
+    per_class = load_per_class_file(a.per_class) if a.per_class else None
     out = run_clip_spuriosity(ctx.workspace(), a.dataset, concepts=a.concept, core_concepts=a.core_concept,
-                              clip=_clip_config(a), split=a.split, device=a.device,
+                              per_class=per_class, clip=_clip_config(a), split=a.split, name=a.name,
+                              device=a.device,
                               progress=ctx.progress("CLIP concepts"))
     text = f"CLIP spuriosity of {out['n']} {a.split} images saved to {out['spuriosity']}"
+    if out["per_class"]:
+        text += f" ({len(out['per_class'])} class(es) with their own concepts)"
     if "auroc_aligned_vs_conflicting" in out:
         text += f"; AUROC aligned vs conflicting {out['auroc_aligned_vs_conflicting']:.3f}"
     ctx.emit(out, text)

@@ -4,9 +4,13 @@ Rankings and Gaps pages, the report and the gap code use exactly like a ranking 
 
 Layout under ``concepts/<dataset>/rankings/<name>/``:
 
-* ``meta.json`` — name, spurious and core concept texts (global and per class), the CLIP model, the
-  splits scored and, per split, the AUROC of aligned vs conflicting images when the manifest knows;
-* ``<split>.scores.npy`` — (N, T) float32 CLIP similarity of each image to each concept text;
+* ``meta.json`` — name, the global spurious and core concept texts, ``core_default`` ("class name":
+  each class's core is its own name; "given": the global core list), ``per_class`` (the overridden
+  classes by name: ``{class: {"spurious": [...], "core": [...]}}``, a kind left out keeps its
+  default), ``columns`` (the concept text of each score column), the CLIP model, the splits scored
+  and, per split, the AUROC of aligned vs conflicting images when the manifest knows;
+* ``<split>.scores.npy`` — (N, T) float32 CLIP similarity of each image to each concept text
+  (column t = ``columns[t]``);
 * ``<split>.spuriosity.npy`` — (N,) float32 spuriosity (higher = more of the spurious concepts, less
   of the core ones; within-class z-scores, NaN where a class has no spurious concept), rows aligned
   with ``manifest.split(split)`` (ascending sample_id).
@@ -44,14 +48,19 @@ class ConceptRanking:
     concepts: list[str]
     core_concepts: list[str] = field(default_factory=list)
     per_class: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    core_default: str = "given"
+    columns: list[str] = field(default_factory=list)
     splits: list[str] = field(default_factory=list)
     clip: dict = field(default_factory=dict)
     auroc: dict[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        """How a page names it: ``by concept: water, sky``."""
-        return "by concept: " + ", ".join(self.concepts or [self.name])
+        """How a page names it: ``by concept: water, sky`` (+ ``(own concepts for 3 classes)`` when
+        some classes have per-class overrides)."""
+        own = f" (own concepts for {len(self.per_class)} class{'es' if len(self.per_class) != 1 else ''})" \
+            if self.per_class else ""
+        return "by concept: " + ", ".join(self.concepts or [self.name]) + own
 
 
 def list_concept_rankings(ws: Workspace, dataset: str, *, split: str | None = None) -> list[ConceptRanking]:
@@ -66,7 +75,9 @@ def list_concept_rankings(ws: Workspace, dataset: str, *, split: str | None = No
             continue
         ranking = ConceptRanking(name=folder.name, concepts=list(meta.get("concepts", [])),
                                  core_concepts=list(meta.get("core_concepts", [])),
-                                 per_class=dict(meta.get("per_class", {})), splits=list(meta.get("splits", [])),
+                                 per_class=dict(meta.get("per_class", {})),
+                                 core_default=str(meta.get("core_default", "given")),
+                                 columns=list(meta.get("columns", [])), splits=list(meta.get("splits", [])),
                                  clip=dict(meta.get("clip", {})), auroc=dict(meta.get("auroc", {})))
         if split is None or split in ranking.splits:
             out.append(ranking)
@@ -75,14 +86,20 @@ def list_concept_rankings(ws: Workspace, dataset: str, *, split: str | None = No
 
 def save_concept_ranking(ws: Workspace, dataset: str, name: str, split: str, *, scores: np.ndarray,
                          spuriosity: np.ndarray, concepts: list[str], core_concepts: list[str] = (),
-                         clip: dict | None = None, auroc: float | None = None) -> str:
+                         per_class: dict[str, dict[str, list[str]]] | None = None, columns: list[str] | None = None,
+                         core_default: str = "given", clip: dict | None = None, auroc: float | None = None) -> str:
     """Write split ``split`` of concept ranking ``name`` (the layout above) and merge its meta.json
-    (splits and per-split AUROC kept from earlier splits). ``scores`` (N, T) CLIP similarities,
+    (splits and per-split AUROC kept from earlier splits). ``scores`` (N, T) CLIP similarities
+    (``columns``: the T concept texts; default ``concepts + core_concepts``),
     ``spuriosity`` (N,) rows aligned with ``manifest.split(split)``. Returns the ranking's folder."""
     spuriosity = np.asarray(spuriosity, dtype=np.float32)
     if spuriosity.ndim != 1 or len(np.asarray(scores)) != len(spuriosity):
         raise SpurAuditError(f"concept ranking {name!r}: scores have {len(np.asarray(scores))} rows, spuriosity "
                              f"shape {spuriosity.shape}; both need one row per image of the split")
+    columns = list(columns) if columns is not None else list(concepts) + list(core_concepts)
+    if np.asarray(scores).ndim != 2 or np.asarray(scores).shape[1] != len(columns):
+        raise SpurAuditError(f"concept ranking {name!r}: scores have shape {np.asarray(scores).shape} but "
+                             f"{len(columns)} concept columns are named; give one column per concept text")
     base = concept_ranking_dir(dataset, name)
     ws.save_npy(f"{base}/{split}.scores.npy", np.asarray(scores, dtype=np.float32))
     ws.save_npy(f"{base}/{split}.spuriosity.npy", spuriosity)
@@ -91,7 +108,8 @@ def save_concept_ranking(ws: Workspace, dataset: str, name: str, split: str, *, 
     if auroc is not None:
         aurocs[split] = float(auroc)
     ws.write_json(f"{base}/meta.json", {"name": name, "concepts": list(concepts), "core_concepts": list(core_concepts),
-                                        "clip": dict(clip or {}), "auroc": aurocs,
+                                        "core_default": core_default, "per_class": dict(per_class or {}),
+                                        "columns": columns, "clip": dict(clip or {}), "auroc": aurocs,
                                         "splits": sorted(set(meta.get("splits", [])) | {split})})
     return base
 

@@ -11,9 +11,10 @@ but gives meaningless scores (tests use it that way, and say so).
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +35,22 @@ class ClipConfig:
     pretrained: str | None = "openai"
     batch_size: int = 64
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
+
+
+def _weights_error(pretrained: str | None, model_name: str, exc: BaseException) -> str:
+    """The message for CLIP weights that would not load: a file that is no checkpoint, a checkpoint of
+    another architecture (the first of its key mismatches, not the whole list), or a tag not cached."""
+    detail = " ".join(str(exc).split())
+    if pretrained and Path(pretrained).is_file():
+        name = Path(pretrained).name
+        if "state_dict" in detail:
+            return (f"CLIP weights file {name} does not fit the architecture {model_name}: {detail[:300]}...; pick the "
+                    "CLIP model the file was saved from (its open_clip name)")
+        # (torch's own text for an unreadable file suggests weights_only=False, which this code never does)
+        return (f"CLIP weights file {name} is not a readable PyTorch / safetensors checkpoint "
+                f"({type(exc).__name__}); give the weights file of an open_clip model")
+    return (f"could not load CLIP weights {pretrained!r} for {model_name}: {detail[:300]}. Without internet, pass a "
+            "local weights file with --clip-weights PATH (or pretrained=None for a random-init test model)")
 
 
 class ClipScorer:
@@ -59,11 +76,8 @@ class ClipScorer:
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 self.config.model_name, pretrained=pretrained or None, device=self.device)
-        except RuntimeError as exc:
-            raise SpurAuditError(
-                f"could not load CLIP weights {pretrained!r} for {self.config.model_name}: {exc}. Without internet, "
-                "pass a local weights file with --clip-weights PATH (or pretrained=None for a random-init test model)"
-            ) from exc
+        except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, KeyError, OSError) as exc:
+            raise SpurAuditError(_weights_error(pretrained, self.config.model_name, exc)) from exc
         self.model = model.eval()
         self.tokenizer = open_clip.get_tokenizer(self.config.model_name)
         visual = model.visual
@@ -95,13 +109,14 @@ class ClipScorer:
         """L2-normalised concept embeddings (T, E): each concept averaged over the prompt templates."""
         if not concepts or any(not str(c).strip() for c in concepts):
             raise SpurAuditError("concept texts must be non-empty strings, e.g. 'water' or 'a grassy background'")
-        rows = []
-        for concept in concepts:
-            prompts = [t.format(concept) for t in self.config.templates]
-            tokens = self.tokenizer(prompts).to(self.device)
-            emb = F.normalize(self.model.encode_text(tokens).float(), dim=-1).mean(0)
-            rows.append(F.normalize(emb, dim=-1).cpu())
-        return torch.stack(rows)
+        templates = self.config.templates
+        prompts = [t.format(concept) for concept in concepts for t in templates]      # (T * P,) concept-major
+        # batched: a per-class run embeds one core text per class (1,000 classes = 1,000+ texts)
+        step = max(1, self.config.batch_size)
+        emb = torch.cat([F.normalize(self.model.encode_text(self.tokenizer(prompts[i:i + step]).to(self.device)).float(),
+                                     dim=-1).cpu() for i in range(0, len(prompts), step)])    # (T * P, E)
+        emb = emb.view(len(concepts), len(templates), -1).mean(1)                       # (T, E) template mean
+        return F.normalize(emb, dim=-1)
 
     def concept_scores(self, images: torch.Tensor, concepts: Sequence[str], *,
                        progress: ProgressFn | None = None) -> np.ndarray:
@@ -113,7 +128,8 @@ class ClipScorer:
 
 def concept_spuriosity(scores: np.ndarray, labels: np.ndarray, *, spurious: Sequence[int],
                        core: Sequence[int] = ()) -> np.ndarray:
-    """Spuriosity from CLIP concept scores, z-scored within each class.
+    """Spuriosity from CLIP concept scores with the same concept columns for every class, z-scored
+    within each class (`class_concept_spuriosity` with one column list shared by all classes).
 
     Args:
         scores: (N, T) concept similarities from `ClipScorer.concept_scores`.
@@ -123,20 +139,55 @@ def concept_spuriosity(scores: np.ndarray, labels: np.ndarray, *, spurious: Sequ
 
     Returns (N,) float32: higher = stronger spurious concept relative to the rest of its class.
     """
+    if not spurious:
+        raise SpurAuditError("name at least one spurious concept column")
+    classes = np.unique(np.asarray(labels))
+    return class_concept_spuriosity(scores, labels, spurious={c: spurious for c in classes},
+                                    core={c: core for c in classes})
+
+
+def class_concept_spuriosity(scores: np.ndarray, labels: np.ndarray, *, spurious: Mapping[int, Sequence[int]],
+                             core: Mapping[int, Sequence[int]] | None = None) -> np.ndarray:
+    """Per-class concept spuriosity: each class is measured with its own spurious and core concepts.
+
+    For an image i of class c:  raw_i = mean_{t in spurious[c]} scores[i, t] − mean_{t in core[c]} scores[i, t]
+    (the core term is 0 when ``core[c]`` is empty or absent), then z-scored among the images of class c
+    (a class whose raw values are all equal gets 0s, not a division by zero).
+
+    Args:
+        scores: (N, T) concept similarities (e.g. `ClipScorer.concept_scores` over the union of every
+            class's concept texts).
+        labels: (N,) class of each image.
+        spurious: class -> columns of ``scores`` with that class's spurious concepts. A class of
+            ``labels`` missing here (or with no columns) is not ranked: NaN for its images.
+        core: class -> columns of that class's core concepts, subtracted (more of the object = less spurious).
+
+    Returns (N,) float32: higher = more of the class's spurious concepts, less of its core ones,
+    relative to the rest of the class; NaN for the images of classes without spurious columns.
+    """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
     if scores.ndim != 2 or len(scores) != len(labels):
         raise SpurAuditError(f"scores must be (N, T) with N = len(labels); got {scores.shape} and {len(labels)}")
-    if not spurious:
-        raise SpurAuditError("name at least one spurious concept column")
-    raw = scores[:, list(spurious)].mean(1)
-    if core:
-        raw = raw - scores[:, list(core)].mean(1)
-    out = np.zeros(len(raw))
+    core = core or {}
+    n_cols = scores.shape[1]
+    for kind, table in (("spurious", spurious), ("core", core)):
+        for c, cols in table.items():
+            bad = [int(t) for t in cols if not 0 <= int(t) < n_cols]
+            if bad:
+                raise SpurAuditError(f"class {c}: {kind} concept columns {bad} are outside the {n_cols} score columns")
+    out = np.full(len(labels), np.nan)
     for c in np.unique(labels):
+        cols = list(spurious.get(c, ()))
+        if not cols:
+            continue
         sel = labels == c
-        std = raw[sel].std()
-        out[sel] = (raw[sel] - raw[sel].mean()) / (std if std > 0 else 1.0)
+        raw = scores[np.ix_(sel, cols)].mean(1)                     # (n_c,)
+        core_cols = list(core.get(c, ()))
+        if core_cols:
+            raw = raw - scores[np.ix_(sel, core_cols)].mean(1)
+        std = raw.std()
+        out[sel] = (raw - raw.mean()) / (std if std > 0 else 1.0)
     return out.astype(np.float32)
 
 

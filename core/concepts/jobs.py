@@ -33,14 +33,18 @@ def _clip_config(model_name: str, weights: str | None, templates: list[str] | No
 
 @dataclass(kw_only=True)
 class ClipRankJob:
-    """Params of job kind "clip-rank": ``dataset``, ``split``, the spurious ``concepts`` and the
-    ``core_concepts``, the prompt ``templates``, ``clip_model``, ``clip_weights`` (open_clip tag or a
-    weights file; None = random init, for tests), the ranking's ``name`` (default from the concepts)."""
+    """Params of job kind "clip-rank": ``dataset``, ``split``, the spurious ``concepts`` (every class's
+    default) and the ``core_concepts`` (every class's default; None = each class's own name),
+    ``per_class`` overrides (``{class name or index: {"spurious": [...], "core": [...]}}``, see
+    `core.concepts.vocabulary.check_per_class`), the prompt ``templates``, ``clip_model``,
+    ``clip_weights`` (open_clip tag or a weights file; None = random init, for tests), the ranking's
+    ``name`` (default from the concepts)."""
 
     dataset: str = ""
     split: str = "val"
     concepts: list[str] | None = None
     core_concepts: list[str] | None = None
+    per_class: dict | None = None
     templates: list[str] | None = None
     clip_model: str = "ViT-B-32"
     clip_weights: str | None = "openai"
@@ -95,7 +99,8 @@ class SamLabelsJob:
 
 def clip_rank_job(ws: Workspace, params: dict, progress: ProgressFn) -> dict:
     job = config_from_mapping(ClipRankJob, params, what="clip-rank job")
-    return run_clip_spuriosity(ws, job.dataset, concepts=job.concepts, core_concepts=job.core_concepts or [],
+    return run_clip_spuriosity(ws, job.dataset, concepts=job.concepts, core_concepts=job.core_concepts,
+                               per_class=job.per_class,
                                clip=_clip_config(job.clip_model, job.clip_weights, job.templates), split=job.split,
                                name=job.name, device=job.device, progress=progress)
 

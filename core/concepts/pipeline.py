@@ -6,9 +6,10 @@ answers: verdicts prefer human answers), named concept rankings under ``concepts
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -16,8 +17,9 @@ from core.audit.artifacts import load_discovery
 from core.audit.labels import MaskLabelConfig
 from core.audit.pipeline import run_mask_labels
 from core.concepts.artifacts import concept_ranking_dir, ranking_name, save_concept_ranking
-from core.concepts.clip import ClipConfig, ClipScorer, concept_spuriosity, suggest_feature_labels
+from core.concepts.clip import ClipConfig, ClipScorer, class_concept_spuriosity, suggest_feature_labels
 from core.concepts.sam import SamConfig, SamSegmenter
+from core.concepts.vocabulary import check_per_class, class_concepts
 from core.data import load_manifest
 from core.errors import SpurAuditError
 from core.features.store import load_features
@@ -47,12 +49,21 @@ def _split_images(ws: Workspace, dataset: str, split: str, *, progress: Progress
     return x, y.numpy(), manifest
 
 
-def run_clip_spuriosity(ws: Workspace, dataset: str, *, concepts: Sequence[str], core_concepts: Sequence[str] = (),
+def run_clip_spuriosity(ws: Workspace, dataset: str, *, concepts: Sequence[str],
+                        core_concepts: Sequence[str] | None = None,
+                        per_class: Mapping[int | str, Mapping[str, Sequence[str]]] | None = None,
                         clip: ClipConfig | None = None, split: str = "val", name: str | None = None,
                         device: str = "auto", progress: ProgressFn | None = None) -> dict:
-    """Score every image of ``split`` for the spurious ``concepts`` with CLIP and z-score within class;
-    saved as the concept ranking ``name`` (default: from the concept texts) in the layout of
-    `core.concepts.artifacts` (a ranking the pages and the gap code read like a feature ranking).
+    """Score every image of ``split`` with CLIP against its own class's concepts and z-score within
+    class (`core.concepts.clip.class_concept_spuriosity`); saved as the concept ranking ``name``
+    (default: from the concept texts) in the layout of `core.concepts.artifacts` (a ranking the pages
+    and the gap code read like a feature ranking).
+
+    Concepts per class (`core.concepts.vocabulary.class_concepts`): the spurious ``concepts`` for every
+    class; as core, ``core_concepts`` for every class when given, else the class's own name;
+    ``per_class`` (``{class name or index: {"spurious": [...], "core": [...]}}``) overrides either list
+    for the classes it names. Every distinct text is embedded once: the saved scores have one column
+    per text (meta ``columns``).
 
     When the manifest knows which images are bias-aligned, the summary includes the AUROC of the
     spuriosity for telling aligned from conflicting images (1.0 = the concept is exactly the bias).
@@ -61,31 +72,50 @@ def run_clip_spuriosity(ws: Workspace, dataset: str, *, concepts: Sequence[str],
     concepts = [c.strip() for c in concepts if c and c.strip()]
     if not concepts:
         raise SpurAuditError("name at least one spurious concept, e.g. --concept water")
+    shared_core = None if core_concepts is None else [c.strip() for c in core_concepts if c and c.strip()]
     name = name or ranking_name(concepts)
     check_name("concept ranking", name)
+    class_names = [str(n) for n in load_manifest(ws, dataset).class_names]
+    # validated before CLIP is built or any image is read: a bad override fails fast
+    overrides = {class_names[c]: v for c, v in sorted(check_per_class(per_class, class_names).items())}
+    per_class_texts = class_concepts(class_names, spurious=concepts, core=shared_core, per_class=overrides)
     scorer = ClipScorer(clip or ClipConfig(), device=device)
     x, labels, manifest = _split_images(ws, dataset, split, progress=sub_progress(progress, 0.0, 0.2))
-    core_concepts = [c for c in core_concepts if c.strip()]
-    texts = list(concepts) + core_concepts
-    scores = scorer.concept_scores(x, texts, progress=sub_progress(progress, 0.2, 0.95))
-    spur = concept_spuriosity(scores, labels, spurious=list(range(len(concepts))),
-                              core=list(range(len(concepts), len(texts))))
+    # the union of every class's texts, first-seen order (a dict keeps the order, and is fast at 1,000 classes)
+    col = {t: i for i, t in enumerate(dict.fromkeys(t for e in per_class_texts for t in e["spurious"] + e["core"]))}
+    columns = list(col)
+    scores = scorer.concept_scores(x, columns, progress=sub_progress(progress, 0.2, 0.95))    # (N, T)
+    spur = class_concept_spuriosity(
+        scores, labels, spurious={c: [col[t] for t in e["spurious"]] for c, e in enumerate(per_class_texts)},
+        core={c: [col[t] for t in e["core"]] for c, e in enumerate(per_class_texts)})
     base = concept_ranking_dir(dataset, name)
-    known = set(ws.concepts(dataset).text) if len(ws.concepts(dataset)) else set()
-    for text, kind in [(t, "spurious") for t in concepts] + [(t, "core") for t in core_concepts]:
-        if text not in known:
-            ws.add_concept(dataset=dataset, text=text, kind=kind)
+    table = ws.concepts(dataset)
+    known = set(zip(table.text, table.class_index.map(lambda v: None if pd.isna(v) else int(v)), table.kind)) \
+        if len(table) else set()
+    wanted = [(t, None, "spurious") for t in concepts] + [(t, None, "core") for t in shared_core or []]
+    index = {n: c for c, n in enumerate(class_names)}
+    wanted += [(t, index[cls], kind) for cls, entry in overrides.items()
+               for kind, texts in entry.items() for t in texts]
+    for text, class_index, kind in wanted:
+        if (text, class_index, kind) not in known:
+            ws.add_concept(dataset=dataset, text=text, class_index=class_index, kind=kind)
+            known.add((text, class_index, kind))
     summary = {"dataset": dataset, "split": split, "name": name, "concepts": concepts,
-               "core_concepts": core_concepts,
+               "core_concepts": shared_core or [], "core_default": "given" if shared_core is not None else "class name",
+               "per_class": overrides,
                "clip": {"model": scorer.config.model_name, "pretrained": scorer.config.pretrained},
                "n": int(len(spur)), "scores": f"{base}/{split}.scores.npy",
                "spuriosity": f"{base}/{split}.spuriosity.npy"}
     aligned = manifest.aligned
     auroc = None
-    if aligned is not None and 0 < np.asarray(aligned, bool).sum() < len(aligned):
-        summary["auroc_aligned_vs_conflicting"] = auroc = float(roc_auc_score(np.asarray(aligned, bool), spur))
+    finite = np.isfinite(spur)
+    if aligned is not None and finite.any():
+        al = np.asarray(aligned, bool)[finite]
+        if 0 < al.sum() < len(al):
+            summary["auroc_aligned_vs_conflicting"] = auroc = float(roc_auc_score(al, spur[finite]))
     save_concept_ranking(ws, dataset, name, split, scores=scores, spuriosity=spur, concepts=concepts,
-                         core_concepts=core_concepts, clip=summary["clip"], auroc=auroc)
+                         core_concepts=shared_core or [], per_class=overrides, columns=columns,
+                         core_default=summary["core_default"], clip=summary["clip"], auroc=auroc)
     progress(1.0, "CLIP concept spuriosity saved")
     return summary
 

@@ -1,7 +1,10 @@
 """Automation: so that a person does not have to label every feature (seed 002 §1.3).
 
-- **CLIP concept spuriosity** (job ``clip-rank``): spurious and core concept texts (pre-filled from the
-  default vocabulary in ``assets/concepts/`` and from the class names), the prompt-template ensemble,
+- **CLIP concept spuriosity** (job ``clip-rank``): spurious and core concept texts per class. The
+  defaults hold for every class (spurious: pre-filled from the default vocabulary in
+  ``assets/concepts/``; core: each class's own name unless a shared list is typed); a class gets its
+  own lists through an override table that shows only the overridden classes (added one at a time
+  from a searchable class picker, so 1,000 classes stay one short table), the prompt-template ensemble,
   the CLIP model and its pretrained tag or weights file. The result is a named concept ranking
   (`core.concepts.artifacts`) that the Rankings and Gaps pages list as "by concept: …".
 - **CLIP label suggestions** (job ``clip-labels``) and **SAM-IoU labels** (job ``sam-labels``) for the
@@ -19,8 +22,9 @@ import streamlit as st
 from core.audit.artifacts import has_discovery
 from core.concepts.artifacts import list_concept_rankings
 from core.concepts.jobs import ClipLabelsJob, ClipRankJob, SamLabelsJob
-from core.concepts.vocabulary import (check_templates, core_concepts, default_spurious_concepts, default_templates,
-                                      parse_concepts)
+from core.concepts.vocabulary import (PER_CLASS_COLUMNS, check_per_class, check_templates, core_concepts,
+                                      default_spurious_concepts, default_templates, parse_concepts,
+                                      per_class_from_rows)
 from core.errors import SpurAuditError
 from dashboard import resources
 from dashboard.components import forms
@@ -56,16 +60,54 @@ def _weights(weights: str | None, random_init: bool) -> str | None:
     return value
 
 
+def _override_rows_key(dataset: str) -> str:
+    """Session key of the per-class override rows of ``dataset`` (one list per dataset: switching
+    datasets never carries one dataset's classes to another)."""
+    return f"au_overrides::{dataset}"
+
+
+def _per_class_overrides(dataset: str, class_names: list[str], spurious: str) -> list[dict]:
+    """The override table (only the overridden classes) and the picker adding one; returns its rows
+    as edited (cells comma-separated; `core.concepts.vocabulary.per_class_from_rows` reads them)."""
+    key = _override_rows_key(dataset)
+    rows = st.session_state.setdefault(key, [])
+    version = st.session_state.setdefault(f"{key}::version", 0)
+    st.markdown("**Per-class overrides** (a class not listed uses the lists above)")
+    edited = rows
+    if rows:
+        # a new version after each added row: the editor restarts from the saved rows with the new one
+        table = st.data_editor(
+            pd.DataFrame(rows, columns=list(PER_CLASS_COLUMNS)), key=f"au_override_editor::{dataset}::{version}",
+            num_rows="dynamic", hide_index=True, width="stretch",
+            column_config={"class": st.column_config.TextColumn("class", help="a class name of this dataset"),
+                           "spurious": st.column_config.TextColumn("spurious concepts", help="comma-separated"),
+                           "core": st.column_config.TextColumn("core concepts", help="comma-separated")})
+        edited = table.to_dict("records")
+    known = {str(r.get("class")) for r in edited}
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    pick = c1.selectbox("Add an override for class", [n for n in class_names if n not in known], index=None,
+                        placeholder=f"type to search {len(class_names)} classes", key=f"au_override_class::{dataset}")
+    if c2.button("Add override", key="au_override_add", disabled=pick is None, icon=":material/add:"):
+        st.session_state[key] = [*edited, {"class": pick, "spurious": ", ".join(parse_concepts(spurious)),
+                                           "core": core_concepts([pick])[0]}]
+        st.session_state[f"{key}::version"] = version + 1
+        st.rerun()
+    return edited
+
+
 def _concept_ranking(ws, dataset: str, model: str | None, class_names: list[str], splits: list[str],
                      device: str) -> None:
     st.subheader("CLIP concept spuriosity")
-    st.caption("Scores every image of a split for the spurious concepts (minus the core ones) with CLIP, "
-               "z-scored within its class. The ranking appears on Rankings and Gaps as 'by concept: …'.")
+    st.caption("Scores every image of a split with CLIP: mean similarity to its class's spurious concepts minus "
+               "mean similarity to its class's core concepts, z-scored within the class. The ranking appears on "
+               "Rankings and Gaps as 'by concept: …'.")
     c1, c2 = st.columns(2)
-    spurious = c1.text_area("Spurious concepts (one per line)", "\n".join(default_spurious_concepts()[:8]),
-                            key="au_spurious", height=170)
-    core = c2.text_area("Core concepts (one per line; from the class names)", "\n".join(core_concepts(class_names)),
-                        key="au_core", height=170)
+    spurious = c1.text_area("Spurious concepts, every class (one per line)",
+                            "\n".join(default_spurious_concepts()[:8]), key="au_spurious", height=170)
+    example = ", ".join(core_concepts(class_names[:2]))
+    core = c2.text_area("Core concepts, every class (one per line; blank = each class's own name)", "",
+                        key="au_core", height=170, placeholder=f"blank: each class's own name ({example}, …)")
+    overrides = _per_class_overrides(dataset, class_names, spurious)
     templates = st.text_area("Prompt templates (ensemble; one per line, {} = the concept)",
                              "\n".join(default_templates()), key="au_templates", height=100)
     name, weights, random_init = _clip_fields("au_rank")
@@ -74,13 +116,17 @@ def _concept_ranking(ws, dataset: str, model: str | None, class_names: list[str]
     rname = c2.text_input("Ranking name (blank = from the concepts)", key="au_rank_name")
     if st.button("Rank by concept as a job", type="primary", key="au_rank_go", icon=":material/sort:"):
         def build() -> dict:
+            # unknown class, empty cell: a message now, not a failed job
+            resolved = check_per_class(per_class_from_rows(overrides), class_names)
+            per_class = {class_names[c]: texts for c, texts in sorted(resolved.items())}
             job = forms.checked(ClipRankJob, {
                 "dataset": dataset, "split": split, "concepts": parse_concepts(spurious),
-                "core_concepts": parse_concepts(core), "templates": check_templates(templates.splitlines()),
+                "core_concepts": parse_concepts(core) or None, "per_class": per_class or None,
+                "templates": check_templates(templates.splitlines()),
                 "clip_model": name, "clip_weights": _weights(weights, random_init),
                 "name": rname.strip() or None}, what="CLIP concept ranking")
-            return {k: getattr(job, k) for k in ("dataset", "split", "concepts", "core_concepts", "templates",
-                                                 "clip_model", "clip_weights", "name")}
+            return {k: getattr(job, k) for k in ("dataset", "split", "concepts", "core_concepts", "per_class",
+                                                 "templates", "clip_model", "clip_weights", "name")}
         params = forms.attempt(build)
         if params is not None:
             launch(ws, "clip-rank", params, device=device)
@@ -172,7 +218,7 @@ def render() -> None:
     man = resources.manifest(ws, dataset)
     device = st.selectbox("Device", resources.device_choices(), key="au_device")
     st.markdown(f"Dataset **{md_escape(dataset)}**" + (f", model **{md_escape(ctx.model)}**" if ctx.model else ""))
-    _concept_ranking(ws, dataset, ctx.model, list(man.class_names), man.splits(), device)
+    _concept_ranking(ws, dataset, ctx.model, [str(n) for n in man.class_names], man.splits(), device)
     st.divider()
     _suggestions(ws, dataset, ctx.model, device)
 

@@ -1,5 +1,8 @@
 """The audit chain (job kind "audit-chain", `core.audit.chain`): every step recorded in order, a second
-run reuses them, a new label reruns rank and what follows, a failing step is named with its error."""
+run reuses them, a new label reruns rank and what follows, a failing step is named with its error; with
+CLIP and SAM weight files, their machine labels are recorded, stored and shown."""
+import json
+
 import pytest
 import torch
 
@@ -64,3 +67,68 @@ def test_chain_options_are_checked(ws):
     with pytest.raises(SpurAuditError, match="SAM checkpoint .*does not exist"):
         audit_chain_job(ws, {"dataset": "tex", "model": "cnn", "k": 2, "device": "cpu",
                              "sam_checkpoint": "/nonexistent/sam_vit_b.pth"}, lambda f, m="": None)
+
+
+@pytest.fixture(scope="module")
+def tiny_weight_files(tmp_path_factory):
+    """A tiny random-init CLIP (open_clip config ``spuraudit-tiny-clip``) and a tiny random-init SAM
+    (``vit_tiny_test``), each saved as a weights FILE, as a user's downloaded weights would be."""
+    import open_clip
+
+    from core.concepts.sam import SamConfig, SamSegmenter
+    from tests.concepts.test_clip import TINY
+
+    folder = tmp_path_factory.mktemp("weights")
+    (folder / "spuraudit-tiny-clip.json").write_text(json.dumps(TINY))
+    open_clip.add_model_config(folder)
+    torch.manual_seed(0)
+    clip_file = folder / "tiny_clip.pt"
+    torch.save(open_clip.create_model("spuraudit-tiny-clip", pretrained=None).state_dict(), clip_file)
+    sam_file = folder / "sam_tiny.pth"
+    torch.save(SamSegmenter(SamConfig(model_type="vit_tiny_test"), device="cpu").model.state_dict(), sam_file)
+    return {"clip": str(clip_file), "sam": str(sam_file)}
+
+
+def test_chain_with_clip_and_sam_weight_files(tmp_path, tiny_weight_files):
+    """The audit chain with a CLIP weights file and a SAM checkpoint file: the labels step records the
+    CLIP and SAM-IoU label counts, those labels (sources clip / sam_iou) are in the workspace beside
+    the mask labels, and the Features page shows them. Random-init tiny models: this checks the
+    plumbing (files loaded, labellers wired, results recorded and shown), not CLIP's or SAM's semantics."""
+    from tests.dashboard.app_helpers import open_app
+
+    torch.manual_seed(0)
+    ws = Workspace(tmp_path / "ws")
+    build_dataset(ws, "digits-on-textures", "tex", n_train=40, n_val=20, n_test=10, size=32,
+                  digit_size=(16, 24), rho=0.95)
+    save_workspace_model(ws, "cnn", build_model("small_cnn", num_classes=10, widths=(8, 8, 8)), dataset="tex")
+    params = {"dataset": "tex", "model": "cnn", "k": 2, "device": "cpu", "report": False,
+              "clip_model": "spuraudit-tiny-clip", "clip_weights": tiny_weight_files["clip"],
+              "concepts": ["a brick wall", "grass"],
+              "sam_type": "vit_tiny_test", "sam_checkpoint": tiny_weight_files["sam"]}
+    audit_chain_job(ws, params, lambda f, m="": None)
+    state = load_chain_state(ws, "tex", "cnn")
+    assert state["status"] == "done"
+    counts = next(s for s in state["steps"] if s["step"] == "labels")["result"]
+    labels = ws.labels("tex", "cnn")
+    by_source = labels.source.value_counts().to_dict()
+    assert counts["clip"] == by_source["clip"] == 20                  # 10 classes x k = 2, one suggestion each
+    assert counts["sam_iou"] == by_source["sam_iou"] > 0
+    assert counts["masks"] == by_source["masks"] > 0
+    clip_rows = labels[labels.source == "clip"]
+    assert set(clip_rows.answer) <= {"core", "spurious_background"} and clip_rows.score.notna().all()
+    assert "closest concept: " in clip_rows.note.iloc[0]
+    # the labeller fingerprints hold the weight files: a rerun with the same files reuses the step
+    audit_chain_job(ws, params, lambda f, m="": None)
+    assert _statuses_of(ws)["labels"] == "reused"
+
+    at = open_app(str(ws.root), "features")
+    shown = set()
+    for frame in at.dataframe:
+        if "source" in frame.value.columns:
+            shown |= set(frame.value["source"])
+    assert {"clip", "sam_iou"} <= shown, shown
+    assert not at.exception
+
+
+def _statuses_of(ws):
+    return {s["step"]: s["status"] for s in load_chain_state(ws, "tex", "cnn")["steps"]}

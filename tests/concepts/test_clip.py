@@ -70,3 +70,31 @@ def test_suggestions_rows(scorer):
     assert [(r["class_index"], r["feature"], r["source"]) for r in rows] == [(0, 3, "clip"), (1, 7, "clip")]
     assert all(r["answer"] in {"core", "spurious_background"} for r in rows)
     assert all((r["score"] > 0) == (r["answer"] == "spurious_background") for r in rows)
+
+
+def test_a_weights_file_of_the_wrong_kind_is_a_clear_error(scorer, tmp_path):
+    from core.concepts.sam import SamConfig, SamSegmenter
+
+    sam_file = tmp_path / "sam_tiny.pth"                   # a real checkpoint, of another model
+    torch.save(SamSegmenter(SamConfig(model_type="vit_tiny_test"), device="cpu").model.state_dict(), sam_file)
+    with pytest.raises(SpurAuditError, match="sam_tiny.pth does not fit the architecture spuraudit-tiny-clip"):
+        ClipScorer(ClipConfig(model_name="spuraudit-tiny-clip", pretrained=str(sam_file)), device="cpu")
+    junk = tmp_path / "clip.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(SpurAuditError, match="clip.pt is not a readable PyTorch / safetensors checkpoint"):
+        ClipScorer(ClipConfig(model_name="spuraudit-tiny-clip", pretrained=str(junk)), device="cpu")
+
+
+def test_batched_text_embeddings_match_one_concept_at_a_time(scorer):
+    """Prompts are embedded in batches that cut across concepts (batch 5, 3 templates here); each
+    concept is still the normalised mean over its own templates."""
+    concepts = ["water", "grass", "a brick wall", "snow"]
+    old = scorer.config.batch_size
+    scorer.config.batch_size = 5
+    try:
+        together = scorer.embed_texts(concepts)
+        alone = torch.cat([scorer.embed_texts([c]) for c in concepts])
+    finally:
+        scorer.config.batch_size = old
+    assert together.shape == (4, 32) and torch.allclose(together, alone, atol=1e-5)
+    assert torch.allclose(together.norm(dim=1), torch.ones(4), atol=1e-5)

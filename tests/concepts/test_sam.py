@@ -44,6 +44,10 @@ def test_checkpoint_errors(tmp_path):
     torch.save({"image_encoder.bogus": torch.zeros(1)}, bad)
     with pytest.raises(SpurAuditError, match="does not match"):
         SamSegmenter(SamConfig(model_type="vit_tiny_test", checkpoint=str(bad)), device="cpu")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(SpurAuditError, match="junk.pth is not a readable PyTorch checkpoint"):
+        SamSegmenter(SamConfig(model_type="vit_tiny_test", checkpoint=str(junk)), device="cpu")
 
 
 def test_checkpoint_round_trip(tmp_path, segmenter):
