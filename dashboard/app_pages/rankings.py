@@ -123,7 +123,10 @@ def render() -> None:
     concept = ranking_choice(ws, dataset, split, key=RANKING_KEY, container=c2)
     per_page = c3.selectbox("Images per page", [12, 24, 48], index=1, key="rank_per_page")
     fs = resources.feature_set(ws, dataset, model, split)
-    class_index = class_navigator(ws, dataset, model, class_names, fs.num_classes, key="rank_nav")
+    concept_gaps = resources.concept_gaps(ws, dataset, concept.name, split, evaluated=model, n_boot=0).per_class \
+        if concept is not None else None      # the navigator's gaps follow the chosen ranking
+    class_index = class_navigator(ws, dataset, model, class_names, fs.num_classes, key="rank_nav", gaps=concept_gaps,
+                                  gaps_from=concept.label if concept is not None else None)
 
     verdicts = resources.verdicts(ws, dataset, model)
     if concept is None and (not len(verdicts) or not (verdicts.verdict == "spurious").any()):

@@ -70,12 +70,19 @@ def _option_text(row) -> str:
 
 
 def class_navigator(ws, dataset: str, model: str, class_names: Sequence[str], num_classes: int, *,
-                    split: str | None = None, key: str = "nav", label: str = "Class") -> int:
+                    split: str | None = None, key: str = "nav", label: str = "Class",
+                    gaps: pd.DataFrame | None = None, gaps_from: str | None = None) -> int:
     """Search / order / status filter and the class selector; returns the current class index. With
     no current class yet, the class with the largest saved gap is opened (else class 0).
 
-    ``split``: the split whose image counts and accuracy the order uses (default: the held-out one)."""
+    ``split``: the split whose image counts and accuracy the order uses (default: the held-out one).
+    ``gaps``: per-class gaps (columns class_index, gap) that replace the feature ranking's in the options
+    and the "largest gap" order — the page's concept ranking; ``gaps_from`` names it in the caption."""
     table = resources.class_table(ws, dataset, model, split)
+    if gaps is not None:
+        table = table.copy()
+        by_class = pd.Series(gaps["gap"].to_numpy(float), index=gaps["class_index"].astype(int).to_numpy())
+        table["gap"] = table["class_index"].astype(int).map(by_class)
     if CLASS_KEY not in st.session_state and PENDING_KEY not in st.session_state:
         best = sort_classes(table, order="largest gap")     # open on the class that matters most, not on 0
         if len(best) and pd.notna(best["gap"].iloc[0]):
@@ -103,7 +110,8 @@ def class_navigator(ws, dataset: str, model: str, class_names: Sequence[str], nu
     note = f"{n:,} of {num_classes:,} classes match" if (search or statuses) else f"{num_classes:,} classes"
     if hidden:
         note += " (the current class does not match and is listed first)"
-    st.caption(note + f", ordered by {order}.")
+    st.caption(note + f", ordered by {order}" + (f"; gaps {gaps_from}" if gaps is not None and gaps_from else "")
+               + ".")
     return chosen
 
 

@@ -98,6 +98,14 @@ def test_ranking_selector_orders_by_a_concept_ranking(populated):
         picker.set_value(NAME).run()
         assert not at.exception, [e.value for e in at.exception]
         assert f"ranked {md_escape(LABEL)} (within-class z-score of the CLIP similarity" in texts(at.caption)
+        # the navigator's gaps follow the chosen ranking: the concept ranking's gap of class 0 is in its option
+        from dashboard import resources  # noqa: PLC0415
+
+        concept_gap = resources.concept_gaps(planted["ws"], DATASET, NAME, SPLIT, evaluated=MODEL, n_boot=0) \
+            .per_class.set_index("class_index").gap
+        assert f"gaps {LABEL}" in texts(at.caption)
+        option = next(o for o in at.selectbox(key="sa_class").options if o.startswith("0: "))
+        assert concept_gap.notna()[0] and f"gap {concept_gap[0] * 100:+.1f}" in option, option
         fs = planted["fs"]
         ranking = load_concept_ranking(planted["ws"], DATASET, NAME, SPLIT, fs.labels, fs.num_classes)
         sids = fs.manifest.df["sample_id"].to_numpy()
