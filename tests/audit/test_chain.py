@@ -1,7 +1,6 @@
 """The audit chain (job kind "audit-chain", `core.audit.chain`): every step recorded in order, a second
 run reuses them, a new label reruns rank and what follows, a failing step is named with its error; with
 CLIP and SAM weight files, their machine labels are recorded, stored and shown."""
-import json
 
 import pytest
 import torch
@@ -76,11 +75,10 @@ def tiny_weight_files(tmp_path_factory):
     import open_clip
 
     from core.concepts.sam import SamConfig, SamSegmenter
-    from tests.concepts.test_clip import TINY
+    from tests.concepts.tiny_clip import register_tiny_clip
 
     folder = tmp_path_factory.mktemp("weights")
-    (folder / "spuraudit-tiny-clip.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(folder)
+    register_tiny_clip(folder)
     torch.manual_seed(0)
     clip_file = folder / "tiny_clip.pt"
     torch.save(open_clip.create_model("spuraudit-tiny-clip", pretrained=None).state_dict(), clip_file)

@@ -1,6 +1,5 @@
 """CLIP concept scores. Random-init weights (no download here): these tests check the code path,
 shapes, normalisation and the maths built on top, not CLIP's semantics."""
-import json
 
 import numpy as np
 import pytest
@@ -8,21 +7,13 @@ import torch
 
 from core.concepts.clip import ClipConfig, ClipScorer, concept_spuriosity, suggest_feature_labels
 from core.errors import SpurAuditError
-
-TINY = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
-}
+from tests.concepts.tiny_clip import register_tiny_clip
 
 
 @pytest.fixture(scope="module")
 def scorer(tmp_path_factory):
-    import open_clip
-
     folder = tmp_path_factory.mktemp("clipcfg")
-    (folder / "spuraudit-tiny-clip.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(folder)
+    register_tiny_clip(folder)
     torch.manual_seed(0)
     return ClipScorer(ClipConfig(model_name="spuraudit-tiny-clip", pretrained=None), device="cpu")
 

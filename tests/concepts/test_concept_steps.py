@@ -4,7 +4,6 @@ Both backends are random-init (no weights can be downloaded here), so these test
 labels land with the right source and never change the human verdicts, scores are row-aligned with
 the split and saved through the workspace. They say nothing about CLIP's or SAM's quality.
 """
-import json
 
 import numpy as np
 import pytest
@@ -14,13 +13,11 @@ from core.concepts.clip import ClipConfig
 from core.concepts.pipeline import run_clip_labels, run_clip_spuriosity, run_sam_labels
 from core.concepts.sam import SamConfig
 from core.errors import SpurAuditError
-from tests.concepts.test_clip import TINY
+from tests.concepts.tiny_clip import register_tiny_clip
 
 
 @pytest.fixture(scope="module")
 def ws_discovered(tmp_path_factory):
-    import open_clip
-
     from core.audit.pipeline import run_discovery
     from core.data import build_dataset
     from core.features.extract import extract_splits
@@ -29,8 +26,7 @@ def ws_discovered(tmp_path_factory):
     from core.workspace import Workspace
 
     folder = tmp_path_factory.mktemp("clipcfg")
-    (folder / "spuraudit-tiny-clip.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(folder)
+    register_tiny_clip(folder)
     torch.manual_seed(0)
     ws = Workspace(tmp_path_factory.mktemp("ws"))
     build_dataset(ws, "digits-on-textures", "tex", n_train=60, n_val=40, n_test=20, size=32,

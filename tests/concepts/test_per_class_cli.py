@@ -7,19 +7,16 @@ import pytest
 import torch
 
 from core.cli import main as cli_main
-from tests.concepts.test_clip import TINY
+from tests.concepts.tiny_clip import register_tiny_clip
 
 
 @pytest.fixture(scope="module")
 def tex_ws(tmp_path_factory):
-    import open_clip
-
     from core.data import build_dataset
     from core.workspace import Workspace
 
     folder = tmp_path_factory.mktemp("clipcfg")
-    (folder / "spuraudit-tiny-clip.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(folder)
+    register_tiny_clip(folder)
     torch.manual_seed(0)
     ws = Workspace(tmp_path_factory.mktemp("ws"))
     build_dataset(ws, "digits-on-textures", "tex", n_train=20, n_val=30, n_test=10, size=32, digit_size=(16, 24),

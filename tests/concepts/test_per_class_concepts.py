@@ -5,7 +5,6 @@ The maths is checked on a planted score matrix with known columns; the workspace
 random-init tiny CLIP, so that part checks plumbing (columns, meta, per-class z-scores recomputed from
 the saved scores), not CLIP's semantics.
 """
-import json
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from core.concepts.clip import ClipConfig, class_concept_spuriosity, concept_spu
 from core.concepts.vocabulary import (check_per_class, class_concepts, load_per_class_file,
                                       read_per_class_csv)
 from core.errors import SpurAuditError
-from tests.concepts.test_clip import TINY
+from tests.concepts.tiny_clip import register_tiny_clip
 
 WATER, GRASS, BIRD = 0, 1, 2
 
@@ -99,14 +98,11 @@ def test_per_class_csv(tmp_path):
 
 @pytest.fixture(scope="module")
 def tex(tmp_path_factory):
-    import open_clip
-
     from core.data import build_dataset
     from core.workspace import Workspace
 
     folder = tmp_path_factory.mktemp("clipcfg")
-    (folder / "spuraudit-tiny-clip.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(folder)
+    register_tiny_clip(folder)
     ws = Workspace(tmp_path_factory.mktemp("ws"))
     build_dataset(ws, "digits-on-textures", "tex", n_train=20, n_val=40, n_test=10, size=32, digit_size=(16, 24),
                   rho=0.9)

@@ -3,8 +3,6 @@ messages for missing weights, and the jobs' plumbing with a random-init tiny CLI
 not CLIP's semantics: the scores of random weights mean nothing)."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -13,10 +11,8 @@ from core import jobs
 from core.concepts.artifacts import list_concept_rankings
 from core.concepts.jobs import clip_labels_job, clip_rank_job
 from tests.audit.audited_workspace import build_audited_workspace
+from tests.concepts.tiny_clip import register_tiny_clip
 from tests.dashboard.app_helpers import assert_empty_workspace_is_friendly, open_app, texts
-
-TINY = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +23,8 @@ def audited(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    import open_clip
-
     folder = tmp_path_factory.mktemp("clipcfg")
-    (folder / "spuraudit-tiny-clip.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(folder)
+    register_tiny_clip(folder)
     return "spuraudit-tiny-clip"
 
 

@@ -25,16 +25,13 @@ from core.models.registry import build_model
 from core.study import list_studies, load_study, run_study
 from core.study.specs import parse_model_specs
 from core.workspace import Workspace
-from tests.concepts.test_clip import TINY
+from tests.concepts.tiny_clip import register_tiny_clip
 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Workspace:
-    import open_clip
-
     folder = tmp_path_factory.mktemp("clipcfg")
-    (folder / "spuraudit-tiny-clip.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(folder)
+    register_tiny_clip(folder)
     torch.manual_seed(0)
     w = Workspace(tmp_path_factory.mktemp("ws"))
     build_dataset(w, "digits-on-textures", "tex", n_train=300, n_val=200, n_test=20, size=32, digit_size=(16, 24),
