@@ -3,23 +3,14 @@
 import json
 
 import pytest
-import torch
 
 from core.cli import main as cli_main
-from core.data import build_dataset
-from core.models.checkpoints import save_workspace_model
-from core.models.registry import build_model
-from core.workspace import Workspace
+from tests.audit.audited_workspace import unaudited_workspace
 
 
 @pytest.fixture(scope="module")
 def unlabelled(tmp_path_factory):
-    torch.manual_seed(0)
-    ws = Workspace(tmp_path_factory.mktemp("ws"))
-    build_dataset(ws, "digits-on-textures", "tex", n_train=60, n_val=40, n_test=20, size=32,
-                  digit_size=(16, 24), rho=0.95)
-    save_workspace_model(ws, "cnn", build_model("small_cnn", num_classes=10, widths=(8, 8, 8)), dataset="tex")
-    return ws
+    return unaudited_workspace(tmp_path_factory.mktemp("ws"))
 
 
 def test_audit_without_labels_says_so(unlabelled, capsys):
