@@ -1,5 +1,6 @@
 """CLI of the concept steps (`core/commands/concepts.py`): CLIP concept spuriosity as JSON with a
-random-init tiny CLIP (the plumbing, not CLIP's quality), the actions' help, missing options."""
+random-init tiny CLIP (the plumbing, not CLIP's quality), the actions' help, missing options,
+`clip-rank --per-class FILE`."""
 import json
 
 import pytest
@@ -64,3 +65,37 @@ def test_a_missing_concept_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli_main(["concepts", "clip-rank", "--dataset", "tex"])
     assert exit_.value.code == 2 and "--concept" in capsys.readouterr().err
+
+
+# --per-class FILE (CSV: class,kind,text): the overrides reach the saved ranking; a bad row is a message
+# naming its line (exit 2, no traceback)
+def _clip_rank(ws, *extra):
+    return cli_main(["concepts", "clip-rank", "--workspace", str(ws.root), "--dataset", "tex", "--split", "val",
+                     "--concept", "grass", "--clip-model", "spuraudit-tiny-clip", "--clip-weights", "",
+                     "--device", "cpu", "--json", *extra])
+
+
+def test_per_class_file_reaches_the_ranking(tex_workspace, tmp_path, capsys):
+    from core.concepts.artifacts import list_concept_rankings
+
+    path = tmp_path / "per_class.csv"
+    path.write_text("class,kind,text\n3,spurious,gravel\n3,spurious,a brick wall\n7,core,a digit seven\n")
+    code = _clip_rank(tex_workspace, "--per-class", str(path), "--name", "own")
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["n"] == 30 and out["core_default"] == "class name"
+    assert out["per_class"] == {"3": {"spurious": ["gravel", "a brick wall"]}, "7": {"core": ["a digit seven"]}}
+    (ranking,) = [r for r in list_concept_rankings(tex_workspace, "tex") if r.name == "own"]
+    assert ranking.per_class == out["per_class"] and "a digit seven" in ranking.columns
+
+
+@pytest.mark.parametrize("content, message", [
+    ("class,kind,text\n3,backdrop,gravel\n", "line 2 (class '3'): kind 'backdrop' must be spurious or core"),
+    ("class,kind,text\nzebra,spurious,gravel\n", "unknown class 'zebra'"),
+    ("label,text\n", "the header must be class,kind,text"),
+])
+def test_bad_per_class_file_is_a_message(tex_workspace, tmp_path, capsys, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    code = _clip_rank(tex_workspace, "--per-class", str(path))
+    out = json.loads(capsys.readouterr().out)
+    assert code == 2 and message in out["error"] and "Traceback" not in out["error"]
