@@ -148,7 +148,7 @@ def crop_grid(ws, dataset: str, crops: dict, class_names: list[str], c: int, *, 
         before, after = _name(class_names, r["pred_before"]), _name(class_names, r["pred_after"])
         mark = "✓" if int(r["pred_after"]) == c else "✗"
         cols[i % 4].image(resources.crop_tile(ws, dataset, crops.get("split", ""), int(r["row"]), tuple(r["box"])),
-                          caption=f"{before} → {after} {mark}")
+                          caption=f"predicted {before} → {after} {mark}")
     if len(mine) > shown:
         st.caption(f"{shown} of {len(mine)} cropped images of this class shown.")
 
