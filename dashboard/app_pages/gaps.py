@@ -81,8 +81,9 @@ def class_section(ws, dataset: str, model: str, class_names, per_class: pd.DataF
     """The class navigator (the shared current class) and that class's gap, interval, slice size and
     accuracies on this page's split and ranking, with a button that opens it in Rankings."""
     st.subheader("Class")
-    c = class_navigator(ws, dataset, model, class_names, len(per_class), split=split, key=NAV_KEY,
-                        gaps=per_class if concept else None, gaps_from=f"by concept: {concept}" if concept else None)
+    # the navigator orders and labels classes by this page's gaps (its split and ranking), not the saved audit's
+    c = class_navigator(ws, dataset, model, class_names, len(per_class), split=split, key=NAV_KEY, gaps=per_class,
+                        gaps_from=f"as on this page ({split}" + (f", by concept: {concept})" if concept else ")"))
     row = per_class[per_class.class_index == c]
     if not len(row) or not bool(row.ranked.iloc[0]):
         why = unranked.loc[unranked.class_index == c, "why"]

@@ -38,6 +38,9 @@ def test_gaps_page_draws_the_chart_and_the_table(populated):
     assert {"class_index", "class", "gap", "ci_low", "ci_high", "negative"} <= set(table.columns)
     gaps = table["gap"].tolist()
     assert gaps == sorted(gaps, reverse=True)                                          # largest gap first
+    # a fresh session's navigator opens on the class with this page's largest gap, and says whose gaps it shows
+    assert int(at.session_state["sa_class"]) == int(table["class_index"].iloc[0])
+    assert "gaps as on this page (test)" in texts(at.caption)
     # the second model, evaluated on the same ranking
     assert at.multiselect(key="gaps_models").value == [SECOND_MODEL]
     models = at.dataframe[2].value
