@@ -148,7 +148,7 @@ def crop_grid(ws, dataset: str, crops: dict, class_names: list[str], c: int, *, 
         before, after = _name(class_names, r["pred_before"]), _name(class_names, r["pred_after"])
         mark = "✓" if int(r["pred_after"]) == c else "✗"
         cols[i % 4].image(resources.crop_tile(ws, dataset, crops.get("split", ""), int(r["row"]), tuple(r["box"])),
-                          caption=f"predicted {before} → {after} {mark}")
+                          caption=md_escape(f"predicted {before} → {after} {mark}"))   # captions are Markdown
     if len(mine) > shown:
         st.caption(f"{shown} of {len(mine)} cropped images of this class shown.")
 
@@ -163,9 +163,9 @@ def class_view(ws, dataset: str, crops: dict | None, sens: pd.DataFrame | None, 
         if len(row):
             r = row.iloc[0]
             m1, m2, m3 = st.columns(3)
-            m1.metric("Crops: accuracy before", f"{r.acc_before:.1%}")
-            m2.metric("Accuracy after crop", f"{r.acc_after:.1%}", delta=f"{r.gain * 100:+.1f} pts")
-            m3.metric("Images cropped", f"{int(r.n):,}")
+            m1.metric("This class: accuracy before crop", f"{r.acc_before:.1%}")
+            m2.metric("This class: after crop", f"{r.acc_after:.1%}", delta=f"{r.gain * 100:+.1f} pts")
+            m3.metric("This class: images cropped", f"{int(r.n):,}")
             st.caption(f"The top {crops.get('fraction', 0.2):.0%} highest-spuriosity images of class {label} on "
                        f"{md_escape(crops.get('split', '?'))}: each image with its core-crop box (yellow) beside "
                        "the crop, and the model's prediction before → after.")

@@ -73,4 +73,4 @@ def image_grid(items: Sequence[GridItem], *, key: str, per_page: int = 24, colum
                 if png is None:
                     st.caption(f"missing: {md_escape(Path(item.path).name)}")
                 else:
-                    st.image(png, caption=item.caption or None, width=size)
+                    st.image(png, caption=md_escape(item.caption) if item.caption else None, width=size)  # Markdown

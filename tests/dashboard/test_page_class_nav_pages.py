@@ -65,8 +65,8 @@ def test_crops_class_view_and_all_class_tables(populated):
     _pick(at, "crops_nav", target)
     m = _metrics(at)
     r = per.loc[target]
-    assert m["Crops: accuracy before"] == f"{r.acc_before:.1%}"
-    assert m["Accuracy after crop"] == f"{r.acc_after:.1%}" and m["Images cropped"] == f"{int(r.n):,}"
+    assert m["This class: accuracy before crop"] == f"{r.acc_before:.1%}"
+    assert m["This class: after crop"] == f"{r.acc_after:.1%}" and m["This class: images cropped"] == f"{int(r.n):,}"
     # the class's sensitivity rows: one per corruption, that class only
     mine = sens[sens.class_index == target]
     shown = next(d.value for d in at.dataframe if "corruption" in d.value.columns and "class" not in d.value.columns)

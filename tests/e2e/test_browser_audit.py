@@ -204,8 +204,8 @@ def test_browser_audit(browser, tmp_path):
             goto(page, url, "features")
             form = main(page).locator("[data-testid='stForm']").first
             form.wait_for()
-            main(page).get_by_label("Annotator").fill("e2e")
-            main(page).get_by_label("Annotator").press("Enter")
+            main(page).get_by_label("Annotator", exact=True).fill("e2e")
+            main(page).get_by_label("Annotator", exact=True).press("Enter")
             form.get_by_text("Spurious: background").click()
             form.get_by_role("button", name="Save label").click()
             deadline = time.monotonic() + 60

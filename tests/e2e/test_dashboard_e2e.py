@@ -32,8 +32,8 @@ def test_label_a_feature_through_the_ui(page, app_url, populated):
     unlabelled = page.get_by_text("Verdict: not labelled yet")
     n_unlabelled = unlabelled.count()
     assert n_unlabelled >= 1
-    page.get_by_label("Annotator").fill("bob")
-    page.get_by_label("Annotator").press("Enter")
+    page.get_by_label("Annotator", exact=True).fill("bob")
+    page.get_by_label("Annotator", exact=True).press("Enter")
     form.get_by_text("Spurious: background").click()
     form.get_by_label("Note (optional)").fill("green background")
     form.get_by_role("button", name="Save label").click()

@@ -36,8 +36,8 @@ def test_label_and_advance_by_keyboard(page, app_url, populated):
     n0 = len(ws.labels(DATASET, MODEL))
     top0 = populated["top_features"][0]
     open_page(page, app_url, "features")
-    page.get_by_label("Annotator").fill("kb")
-    page.get_by_label("Annotator").press("Enter")
+    page.get_by_label("Annotator", exact=True).fill("kb")
+    page.get_by_label("Annotator", exact=True).press("Enter")
     wait_idle(page)
     page.get_by_role("button", name="Next unlabelled").click()
     page.get_by_text(f"Now labelling · #3 · feature {top0[2]}").wait_for()
