@@ -106,6 +106,13 @@ def _answers_summary(rows: list[dict], num_classes: int, discovered: dict[int, l
             "not_discovered_examples": [list(p) for p in (not_disc or [])[:5]]}
 
 
+def _answers(ws: Workspace, config: LabelImportConfig, discovered: dict[int, list[int]] | None) -> tuple[list[dict], dict]:
+    """(answer rows of ``config.file``, their counts and class mapping) — what preview and import both report."""
+    class_names = ws.get_dataset(config.dataset).class_names
+    rows, mapping = _answer_rows(config, class_names)
+    return rows, {**_answers_summary(rows, len(class_names), discovered), **mapping}
+
+
 def _answer_lines(s: dict) -> list[str]:
     out = [f"{s['answers']:,} answers from {s['annotators']:,} annotators on {s['pairs']:,} (class, feature) pairs "
            f"of {s['classes']:,} classes ({', '.join(f'{k} {v:,}' for k, v in s['by_answer'].items())})"]
@@ -138,11 +145,9 @@ def preview_label_import(ws: Workspace, config: LabelImportConfig, *, progress: 
     config.validate()
     ws.get_model(config.model)                       # an unknown model: the error lists the known ones
     discovered = _discovered(ws, config.dataset, config.model)
-    num_classes = len(ws.get_dataset(config.dataset).class_names)
     out: dict = {"answers": None, "masks": None, "lines": [], "ok": True}
     if config.file:
-        rows, mapping = _answer_rows(config, ws.get_dataset(config.dataset).class_names)
-        s = {**_answers_summary(rows, num_classes, discovered), **mapping}
+        _, s = _answers(ws, config, discovered)
         out["answers"] = s
         out["lines"] += _answer_lines(s)
         out["ok"] = s["classes_outside_dataset"] == 0
@@ -167,8 +172,7 @@ def run_label_import(ws: Workspace, config: LabelImportConfig, *, progress: Prog
     out: dict = {"written": 0, "answers": None, "masks": None, "lines": []}
     rows = None
     if config.file:
-        rows, mapping = _answer_rows(config, ws.get_dataset(config.dataset).class_names)
-        s = {**_answers_summary(rows, num_classes, discovered), **mapping}
+        rows, s = _answers(ws, config, discovered)
         if s["classes_outside_dataset"]:
             raise SpurAuditError(
                 f"{s['classes_outside_dataset']} class indices of {Path(str(config.file)).name} are outside the "
